@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h — what libmseg's modules share and nobody else sees.
+ *
+ * One module per concept (STYLE.md):
+ *   segment.c   header format, validation, attach/detach of any kind
+ *   error.c     mseg_strerror(), the thread's last-error detail
+ *   lock.c      robust process-shared locks with an owner-died repair path
+ *   alloc.c     the allocator (owns [hdr->alloc_off, size)); slot.c its slots
+ *   registry.c  the name index and the construction family
+ *   file.c heap.c buffer.c broker.c   the four kinds of segment
+ *
+ * Internal symbols are mseg__*. Offsets read from a segment are untrusted:
+ * turn them into pointers only through mseg__at(), which bounds-checks.
+ */
+#ifndef MSEG_INTERNAL_H
+#define MSEG_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mseg.h"
+#include "layout.h"
+
+#ifndef EUCLEAN
+#define EUCLEAN 117
+#endif
+
+#define MSEG_UNUSED __attribute__((unused))
+#define MSEG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define mseg__likely(x) __builtin_expect(!!(x), 1)
+#define mseg__unlikely(x) __builtin_expect(!!(x), 0)
+
+enum mseg__kind {
+        MSEG__KIND_SHM = 1,     /* brokered memfd */
+        MSEG__KIND_FILE = 2,    /* managed mapped file */
+        MSEG__KIND_HEAP = 3,    /* malloc'ed, growable, private */
+        MSEG__KIND_BUFFER = 4,  /* caller's buffer */
+};
+
+struct mseg__alloc_local;       /* alloc.c: per-process allocator state */
+struct mseg__registry_local;    /* registry.c: per-process registry state */
+struct mseg__broker_local;      /* broker.c: connection to msegd */
+
+struct mseg {
+        uint8_t *base;                  /* start of the mapping: the header */
+        uint64_t map_size;              /* bytes mapped (== hdr->size) */
+        uint64_t data_off;              /* hdr->alloc_off, validated at attach: first object offset */
+        mseg_header *hdr;               /* == (mseg_header *) base */
+        enum mseg__kind kind;
+        int fd;                         /* memfd or file, -1 if none */
+        bool read_only;                 /* PROT_READ mapping */
+        bool cow;                       /* MAP_PRIVATE mapping */
+        bool mapped;                    /* munmap(base, map_size) at close (shm, file, heap) */
+        uint64_t uid;                   /* unique per handle in this process (thread caches) */
+        pthread_mutex_t priv;           /* process-private lock for the fields below */
+        struct mseg__alloc_local *alloc;
+        struct mseg__registry_local *reg;
+        struct mseg__broker_local *broker;
+        char *name;                     /* brokered: segment name; file: path */
+};
+
+/* ---- bounds-checked offset -> pointer: the only way into a segment ---- */
+
+static inline void *mseg__at(const struct mseg *seg, uint64_t off, uint64_t len) {
+        if (off == 0 || off > seg->map_size || len > seg->map_size - off)
+                return NULL;            /* caller reports MSEG_E_CORRUPT */
+        return seg->base + off;
+}
+
+static inline uint64_t mseg__off(const struct mseg *seg, const void *p) {
+        return (uint64_t) ((const uint8_t *) p - seg->base);
+}
+
+static inline bool mseg__is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
+
+/* ---- error.c ---- */
+
+/* Record a detail message for mseg_last_error() and return @code. */
+int mseg__error(int code, const char *fmt, ...) MSEG_PRINTF(2, 3);
+/* For pointer-returning functions: record, set errno from @code, return NULL. */
+void *mseg__error_null(int code, const char *fmt, ...) MSEG_PRINTF(2, 3);
+/* Map a negative code to a positive errno value (MSEG_E_CORRUPT -> EUCLEAN, ...). */
+int mseg__errno_of(int code);
+
+/* ---- segment.c ---- */
+
+/* Minimum and computed geometry. */
+uint32_t mseg__nslots_for(uint64_t size);
+
+/* Format @size bytes at @base as an empty segment whose first @usable bytes
+ * may be used (usable == size except for brokered segments with a reserve).
+ * Writes header, slots, registry root and allocator region. */
+int mseg__format(void *base, uint64_t size, uint64_t usable, uint32_t flags);
+
+/* Cheap validation of an image before anyone trusts it: magic, version,
+ * checksum, geometry, and the allocator's and registry's roots. 0 or
+ * MSEG_E_CORRUPT / MSEG_E_VERSION with mseg_last_error() saying why. */
+int mseg__validate(const void *base, uint64_t size);
+
+/* Recompute the header checksum after changing fixed fields (offline). */
+void mseg__header_seal(mseg_header *h);
+
+/* Build a handle around a validated image. On failure nothing is freed or
+ * unmapped (the caller still owns base/fd). */
+int mseg__handle_new(struct mseg **ret, void *base, uint64_t map_size, enum mseg__kind kind,
+                     bool read_only, bool cow);
+/* A process-unique id for a handle (thread caches key on it). */
+uint64_t mseg__new_uid(void);
+/* Free the handle (after the caller released the memory). */
+void mseg__handle_free(struct mseg *seg);
+
+/* Usable size now (acquire load; clamped to the mapped size). */
+static inline uint64_t mseg__usable(const struct mseg *seg) {
+        uint64_t u = atomic_load_explicit(&seg->hdr->usable, memory_order_acquire);
+        return u > seg->map_size ? seg->map_size : u;
+}
+
+/* ---- lock.c: robust, process-shared, NORMAL-type mutex in a segment ---- */
+
+typedef struct mseg_lock {
+        pthread_mutex_t m;              /* 40 bytes on x86-64 glibc */
+        _Atomic uint32_t repairs;       /* times an owner died holding it */
+        uint32_t pad;
+        uint64_t reserved[2];
+} mseg_lock;
+static_assert(sizeof(mseg_lock) == 64, "in-segment layout is ABI");
+
+/* Initialise in a fresh segment (no one else can see it yet). */
+int mseg__lock_init(mseg_lock *l);
+
+/* Lock with a bounded wait (a live hostile holder cannot hang us forever).
+ * Returns 0, 1 when the previous owner died holding it (the caller must
+ * repair what it protects and then call mseg__lock_consistent()), or
+ * -ETIMEDOUT / -ENOTRECOVERABLE / MSEG_E_CORRUPT. */
+int mseg__lock(mseg_lock *l);
+int mseg__lock_consistent(mseg_lock *l);
+void mseg__unlock(mseg_lock *l);
+/* Non-blocking variant for msegd: 0, 1 (owner died), -EBUSY, ... */
+int mseg__trylock(mseg_lock *l);
+
+/* ---- alloc.c: the allocator (owns [hdr->alloc_off, hdr->size)) ---- */
+
+/* Format the allocator region of a fresh segment. */
+int mseg__alloc_format(mseg_header *h);
+/* Cheap check of the allocator root at attach (no walking). */
+int mseg__alloc_validate(const mseg_header *h, uint64_t size);
+/* Per-process state: set up at attach, torn down at close (flushes this
+ * process's caches and frees its slots). */
+int mseg__alloc_attach(struct mseg *seg);
+void mseg__alloc_detach(struct mseg *seg);
+/* Deep check for mseg_check(). */
+int mseg__alloc_check(struct mseg *seg);
+/* Return a dead slot's cached blocks to the shared pools. */
+int mseg__alloc_reclaim_slot(struct mseg *seg, uint32_t slot);
+/* Offline resize (heap, file): the image at base now spans new_size bytes
+ * (the memory beyond the old size is zero). Fixes the allocator's tables. */
+int mseg__alloc_resize(mseg_header *h, uint64_t new_size);
+/* Smallest size the image could be shrunk to (offline). */
+uint64_t mseg__alloc_min_size(const mseg_header *h);
+/* Internal allocation for the registry (same semantics as mseg_alloc_aligned,
+ * returns an offset, 0 with errno set on failure). */
+uint64_t mseg__alloc_off(struct mseg *seg, uint64_t size, uint64_t align);
+int mseg__free_off(struct mseg *seg, uint64_t off);
+/* Blocks currently allocated (for all_memory_deallocated). */
+uint64_t mseg__alloc_live_blocks(struct mseg *seg);
+
+/* ---- registry.c ---- */
+
+int mseg__registry_format(mseg_header *h);
+int mseg__registry_validate(const mseg_header *h, uint64_t size);
+int mseg__registry_attach(struct mseg *seg);
+void mseg__registry_detach(struct mseg *seg);
+int mseg__registry_check(struct mseg *seg);
+
+/* ---- broker.c: brokered segments ---- */
+
+void mseg__broker_detach(struct mseg *seg);
+
+#endif /* MSEG_INTERNAL_H */

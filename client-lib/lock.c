@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lock.c — the one kind of lock that lives in a segment: a process-shared,
+ * robust pthread mutex of the NORMAL type.
+ *
+ * Why NORMAL: recursive and error-checking robust mutexes compare the TID
+ * in the futex word with the caller's, which collides across PID namespaces
+ * (linux-facts.md 5.1: RECURSIVE lost mutual exclusion there). Why robust:
+ * a holder killed with SIGKILL hands the next locker EOWNERDEAD instead of
+ * wedging every process. mseg__lock() reports that as 1 and leaves the lock
+ * held and inconsistent: the caller repairs what the dead owner left
+ * half-done, then calls mseg__lock_consistent(). A caller that cannot repair
+ * simply unlocks, which makes the lock ENOTRECOVERABLE for good: the segment
+ * is then poisoned, loudly, rather than silently corrupt.
+ *
+ * Waits are bounded: a live process that holds a lock forever (a hostile or
+ * stopped client) makes others fail with -ETIMEDOUT instead of hanging.
+ * Never unmap a segment while holding one of its locks (the kernel could
+ * not then mark it owner-died): every lock is taken and released within one
+ * library call.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* How long a locker waits for a live holder before giving up. Long enough
+ * for any critical section, short enough that a stuck peer is reported. */
+static int64_t lock_timeout_ms(void) {
+        static _Atomic int64_t cached = -1;
+        int64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
+
+        if (v < 0) {
+                const char *s = secure_getenv("MSEG_LOCK_TIMEOUT_MS");
+                v = s ? strtoll(s, NULL, 10) : 0;
+                if (v <= 0)
+                        v = 10000;
+                atomic_store_explicit(&cached, v, memory_order_relaxed);
+        }
+        return v;
+}
+
+int mseg__lock_init(mseg_lock *l) {
+        pthread_mutexattr_t a;
+        int r;
+
+        memset(l, 0, sizeof(*l));
+        r = pthread_mutexattr_init(&a);
+        if (r)
+                return -r;
+        r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        if (!r)
+                r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        if (!r)
+                r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_NORMAL);
+        if (!r)
+                r = pthread_mutex_init(&l->m, &a);
+        pthread_mutexattr_destroy(&a);
+        return -r;
+}
+
+static int lock_result(mseg_lock *l, int r) {
+        switch (r) {
+        case 0:
+                return 0;
+        case EOWNERDEAD:
+                atomic_fetch_add_explicit(&l->repairs, 1, memory_order_relaxed);
+                return 1;
+        case ETIMEDOUT:
+                return mseg__error(-ETIMEDOUT, "segment lock still held by another process after %lld ms",
+                                   (long long) lock_timeout_ms());
+        case ENOTRECOVERABLE:
+                return mseg__error(-ENOTRECOVERABLE, "segment lock is unrecoverable (a repair failed)");
+        case EBUSY:
+                return -EBUSY;
+        default:
+                /* EINVAL and friends: the mutex bytes were scribbled on. */
+                return mseg__error(MSEG_E_CORRUPT, "segment lock is damaged (pthread error %d)", r);
+        }
+}
+
+int mseg__lock(mseg_lock *l) {
+        struct timespec ts;
+        int64_t ms = lock_timeout_ms();
+        int r;
+
+        r = pthread_mutex_trylock(&l->m);
+        if (r != EBUSY)
+                return lock_result(l, r);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+        }
+        r = pthread_mutex_timedlock(&l->m, &ts);
+        return lock_result(l, r);
+}
+
+int mseg__trylock(mseg_lock *l) {
+        return lock_result(l, pthread_mutex_trylock(&l->m));
+}
+
+int mseg__lock_consistent(mseg_lock *l) {
+        return -pthread_mutex_consistent(&l->m);
+}
+
+void mseg__unlock(mseg_lock *l) {
+        pthread_mutex_unlock(&l->m);
+}

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* registry.c — placeholder; being written (see internal.h for its contract). */
+#include "internal.h"

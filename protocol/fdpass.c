@@ -1,0 +1,2 @@
+/* fdpass.c — placeholder */
+typedef int mseg_proto_placeholder_fdpass;

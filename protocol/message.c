@@ -1,0 +1,2 @@
+/* message.c — placeholder */
+typedef int mseg_proto_placeholder_message;

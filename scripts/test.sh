@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: a normal build (warnings as errors under CI) and an
+# AddressSanitizer + UBSan build, each running every meson test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+werror=false; [ "${CI:-}" = true ] || [ "${WERROR:-}" = 1 ] && werror=true
+jobs=$(nproc)
+
+rm -rf build-test build-asan
+meson setup build-test --buildtype=debugoptimized -Dwerror=$werror >/dev/null
+ninja -C build-test
+meson test -C build-test --print-errorlogs --num-processes "$jobs"
+
+meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dwerror=$werror >/dev/null
+ninja -C build-asan
+meson test -C build-asan --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3
+
+if [ -x scripts/fuzz.sh ]; then bash scripts/fuzz.sh; fi
+echo "all test builds passed"
