@@ -76,6 +76,15 @@ static inline uint64_t mseg__off(const struct mseg *seg, const void *p) {
 
 static inline bool mseg__is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
 
+/* ---- testhook.c: crash tests stop a process at a named point ---- */
+
+#ifdef MSEG_TEST_HOOKS
+void mseg__test_hook(const char *point);
+#define MSEG_TEST_HOOK(point) mseg__test_hook(point)
+#else
+#define MSEG_TEST_HOOK(point) ((void) 0)
+#endif
+
 /* ---- error.c ---- */
 
 /* Record a detail message for mseg_last_error() and return @code. */
