@@ -148,11 +148,10 @@ static inline uint64_t bench_now_ns(void) {
 
 /* --------------------------------------------------------------- output */
 
+/* One figure with @decimals digits after the point. */
 static inline void bench_result(const char *impl, const char *workload, const char *metric,
-                                const char *fmt, double value) {
-        printf("RESULT %s %s %s ", impl, workload, metric);
-        printf(fmt, value);
-        putchar('\n');
+                                int decimals, double value) {
+        printf("RESULT %s %s %s %.*f\n", impl, workload, metric, decimals, value);
         fflush(stdout);
 }
 
