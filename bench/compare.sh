@@ -67,7 +67,8 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 status=0
 
-# Comments pass through once; RESULT lines go to $results.
+# Each distinct comment line passes through once; RESULT lines go to $results.
+declare -A seen
 run() {
         local line
         while IFS= read -r line; do
@@ -75,7 +76,7 @@ run() {
                 RESULT\ *) echo "$line" >>"$results" ;;
                 EXIT\ 0) ;;
                 EXIT\ *) echo "# $(basename "$1") $w exited with status ${line#EXIT }"; status=1 ;;
-                *) [ "$rep" -eq 1 ] && echo "$line" ;;
+                *) if [ -z "${seen[$line]+x}" ]; then seen[$line]=1; echo "$line"; fi ;;
                 esac
         done < <("$@"; echo "EXIT $?")
 }

@@ -62,6 +62,7 @@ static struct {
         bool tried_socket;
         const char *no_daemon_why;
         struct daemon d;                /* ours, if pid > 0 */
+        pid_t pid;                      /* ours, in segment names: children use the parent's */
         int failures;
 } B;
 
@@ -275,9 +276,9 @@ static const char *need_socket(void) {
 /* The name (brokered) or path (file) of workload @tag's segment. */
 static void seg_name(char *buf, size_t len, enum seg_kind kind, const char *tag) {
         if (kind == KIND_FILE)
-                snprintf(buf, len, "%s/mseg-bench.%d.%s", B.dir, (int) getpid(), tag);
+                snprintf(buf, len, "%s/mseg-bench.%d.%s", B.dir, (int) B.pid, tag);
         else
-                snprintf(buf, len, "mseg-bench.%d.%s", (int) getpid(), tag);
+                snprintf(buf, len, "mseg-bench.%d.%s", (int) B.pid, tag);
 }
 
 static struct mseg_options seg_opts(uint64_t size) {
@@ -891,11 +892,13 @@ int main(int argc, char **argv) {
         const char *env_sock = getenv("MSEG_SOCKET");
         const char *dir = getenv("MSEG_BENCH_DIR");
         struct stat st;
+        char data_names[32] = "";
         bool data = false;
         size_t w;
         int i;
 
         B.kind = KIND_AUTO;
+        B.pid = getpid();
         for (i = 1; i < argc; i++) {
                 bool known = false;
                 if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -936,7 +939,11 @@ int main(int argc, char **argv) {
         for (w = 0; w < NWORKLOADS; w++) {
                 if (!bench_wanted(argc, argv, 1, workloads[w].name))
                         continue;
-                data |= strcmp(workloads[w].name, "W4") != 0 && strcmp(workloads[w].name, "W7") != 0;
+                if (strcmp(workloads[w].name, "W4") != 0 && strcmp(workloads[w].name, "W7") != 0) {
+                        data = true;
+                        strcat(data_names, data_names[0] ? " " : "");
+                        strcat(data_names, workloads[w].name);
+                }
         }
         printf("# mseg-bench: libmseg %s\n", mseg_version());
         if (B.kind == KIND_AUTO)
@@ -946,9 +953,9 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "mseg-bench: --kind=shm needs msegd: %s\n", B.no_daemon_why);
                         return 1;
                 }
-                printf("# W1 W2 W3 W5 W6: brokered segments (mseg_open through msegd at %s)\n", B.socket_path);
+                printf("# %s: brokered segments (mseg_open through msegd at %s)\n", data_names, B.socket_path);
         } else if (data) {
-                printf("# W1 W2 W3 W5 W6: managed mapped files in %s (mseg_file_open; %s)\n", B.dir,
+                printf("# %s: managed mapped files in %s (mseg_file_open; %s)\n", data_names, B.dir,
                        env_sock && *env_sock ? "MSEG_SOCKET does not answer" : "MSEG_SOCKET unset");
         }
 
