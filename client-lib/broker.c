@@ -1,3 +1,570 @@
 /* SPDX-License-Identifier: MIT */
-/* broker.c — placeholder; being written (see internal.h for its contract). */
+/*
+ * broker.c — brokered segments: the client side of the msegd protocol
+ * (protocol/PROTOCOL.md), and mapping the descriptor msegd hands over.
+ *
+ * mseg_open() connects to msegd's SOCK_SEQPACKET socket, sends "hello" and
+ * its request back to back (msegd answers them in order, so the handshake
+ * costs no extra round trip), and receives a memfd with the reply. Before
+ * mapping it checks what it got, since msegd is a different program: a
+ * regular file of exactly the announced size, sealed against shrinking and
+ * growing (F_GET_SEALS), with the access mode asked for. It then maps the
+ * whole reserve once (Reserve big, commit on touch: growth never remaps)
+ * and validates the header like any other kind.
+ *
+ * The connection stays open as long as the handle: closing it is how msegd
+ * learns the client detached (or died), reclaims its slots, and removes
+ * remove_on_last_close segments. Nothing else goes over it, except
+ * mseg_grow(): allocation and the registry work on the mapping alone, with
+ * no message to msegd.
+ *
+ * Errors say what happened: MSEG_E_NODAEMON when nothing listens at the
+ * path (connect: ENOENT or ECONNREFUSED), -EACCES when the socket or the
+ * segment is refused, MSEG_E_VERSION on a protocol mismatch, MSEG_E_PROTO
+ * for a reply that breaks the protocol, and msegd's own error code and
+ * message otherwise; mseg_last_error() names the socket path too.
+ *
+ * A reply that does not come within MSEG_TIMEOUT_MS (environment; default
+ * 30 s) fails with -ETIMEDOUT, so a stopped msegd cannot hang an opener
+ * forever.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "internal.h"
+#include "proto.h"
+
+#define DEFAULT_SOCKET "/run/msegd/socket"
+#define DEFAULT_SIZE (UINT64_C(1) << 20)
+#define DEFAULT_TIMEOUT_MS 30000
+#define SEALS_NEEDED (F_SEAL_SHRINK | F_SEAL_GROW)
+#define KNOWN_FLAGS (MSEG_READ_ONLY | MSEG_COPY_ON_WRITE | MSEG_PERSISTENT | MSEG_REMOVE_ON_LAST_CLOSE)
+
+/* One connection to msegd. */
+struct client {
+        int fd;
+        uint64_t next_id;
+        bool hello_pending;     /* hello sent, its reply not read yet */
+        uint64_t hello_id;
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+};
+
+struct mseg__broker_local {
+        pthread_mutex_t lock;   /* one request at a time on the connection */
+        struct client conn;
+        uint8_t id[16];
+};
+
+/* ------------------------------------------------------------ connection */
+
+static int socket_path(const struct mseg_options *o, char *buf, size_t cap) {
+        const char *p = o && o->socket_path ? o->socket_path : getenv("MSEG_SOCKET");
+
+        if (!p || !*p)
+                p = DEFAULT_SOCKET;
+        if (strlen(p) >= cap)
+                return mseg__error(-ENAMETOOLONG, "socket path longer than %zu bytes: %s", cap - 1, p);
+        strcpy(buf, p);
+        return 0;
+}
+
+static int timeout_ms(void) {
+        const char *e = getenv("MSEG_TIMEOUT_MS");
+        long v;
+
+        if (!e || !*e)
+                return DEFAULT_TIMEOUT_MS;
+        v = strtol(e, NULL, 10);
+        return v > 0 && v < INT32_MAX ? (int) v : DEFAULT_TIMEOUT_MS;
+}
+
+static void client_close(struct client *c) {
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+}
+
+static int client_send(struct client *c, struct mseg_proto_request *req) {
+        char buf[2048];
+        ssize_t n;
+
+        req->id = c->next_id++;
+        n = mseg_proto_encode_request(req, buf, sizeof(buf));
+        if (n < 0)
+                return mseg__error((int) n, "cannot encode a %s request", mseg_proto_op_name(req->op));
+        return mseg_proto_send(c->fd, buf, (size_t) n, -1, 0);
+}
+
+/* Receive and decode the reply to request @id of @op. */
+static int client_recv(struct client *c, uint64_t id, enum mseg_proto_op op, struct mseg_proto_reply *rep,
+                       int *ret_fd) {
+        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+        char err[256], *buf;
+        int fd = -1, r, tmo = timeout_ms();
+        ssize_t n;
+
+        do
+                r = poll(&pfd, 1, tmo);
+        while (r < 0 && errno == EINTR);
+        if (r == 0)
+                return mseg__error(-ETIMEDOUT, "msegd at %s did not answer within %d ms", c->path, tmo);
+        if (r < 0)
+                return mseg__error(-errno, "poll: %s", strerror(errno));
+        buf = malloc(MSEG_PROTO_MSG_MAX);
+        if (!buf)
+                return mseg__error(-ENOMEM, "out of memory");
+        n = mseg_proto_recv(c->fd, buf, MSEG_PROTO_MSG_MAX, &fd, NULL, 0);
+        if (n == 0 || n == -ECONNRESET) {
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s closed the connection", c->path);
+                goto out;
+        }
+        if (n < 0) {
+                r = mseg__error(n == -EMSGSIZE || n == -EBADMSG ? MSEG_E_PROTO : (int) n,
+                                "receiving from msegd at %s: %s", c->path, strerror((int) -n));
+                goto out;
+        }
+        r = mseg_proto_decode_reply(buf, (size_t) n, op, rep, err, sizeof(err));
+        if (r < 0) {
+                r = mseg__error(MSEG_E_PROTO, "bad reply from msegd at %s: %s", c->path, err);
+                goto out;
+        }
+        if (rep->error) {
+                /* An error for this request, or a refusal of the whole
+                 * connection (id null): max-clients, a bad packet... */
+                if (!rep->id_null && rep->id != id) {
+                        r = mseg__error(MSEG_E_PROTO, "msegd at %s answered request %llu, expected %llu", c->path,
+                                        (unsigned long long) rep->id, (unsigned long long) id);
+                        goto out;
+                }
+                r = mseg__error(rep->error, "msegd at %s: %s", c->path, rep->message);
+                goto out;
+        }
+        if (rep->id != id) {
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s answered request %llu, expected %llu", c->path,
+                                (unsigned long long) rep->id, (unsigned long long) id);
+                goto out;
+        }
+        if (ret_fd) {
+                *ret_fd = fd;
+                fd = -1;
+        }
+        r = 0;
+out:
+        if (fd >= 0)
+                close(fd);      /* a descriptor nobody asked for */
+        free(buf);
+        return r;
+}
+
+static int client_connect(struct client *c, const struct mseg_options *o) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct mseg_proto_request hello = { .op = MSEG_PROTO_OP_HELLO, .version = MSEG_PROTO_VERSION,
+                                            .features = MSEG_PROTO_F_ALL };
+        int r;
+
+        c->fd = -1;
+        c->next_id = 1;
+        c->hello_pending = false;
+        r = socket_path(o, c->path, sizeof(c->path));
+        if (r < 0)
+                return r;
+        memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+        c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return mseg__error(-errno, "socket: %s", strerror(errno));
+        do
+                r = connect(c->fd, (struct sockaddr *) &sa, sizeof(sa));
+        while (r < 0 && errno == EINTR);
+        if (r < 0) {
+                int e = errno;
+                client_close(c);
+                if (e == ENOENT || e == ECONNREFUSED || e == ENOTSOCK)
+                        return mseg__error(MSEG_E_NODAEMON, "msegd is not running at %s (connect: %s)", c->path,
+                                           strerror(e));
+                if (e == EACCES || e == EPERM)
+                        return mseg__error(-EACCES, "no permission to connect to msegd at %s", c->path);
+                return mseg__error(-e, "cannot connect to msegd at %s: %s", c->path, strerror(e));
+        }
+        snprintf(hello.client, sizeof(hello.client), "libmseg %s", mseg_version());
+        r = client_send(c, &hello);
+        if (r < 0) {
+                client_close(c);
+                return mseg__error(r, "cannot send hello to msegd at %s: %s", c->path, strerror(-r));
+        }
+        c->hello_pending = true;
+        c->hello_id = hello.id;
+        return 0;
+}
+
+/* Send @req and read its reply (after the pipelined hello's, if pending). */
+static int client_call(struct client *c, struct mseg_proto_request *req, struct mseg_proto_reply *rep,
+                       int *ret_fd) {
+        struct mseg_proto_reply hrep = { 0 };
+        int r, sent;
+
+        sent = client_send(c, req);
+        /* Even if sending failed (msegd refused the connection and closed
+         * it), a pending hello reply may say why. */
+        if (c->hello_pending) {
+                c->hello_pending = false;
+                r = client_recv(c, c->hello_id, MSEG_PROTO_OP_HELLO, &hrep, NULL);
+                if (r == -EPROTONOSUPPORT)
+                        r = MSEG_E_VERSION;
+                if (r < 0)
+                        return r;
+                if (hrep.version != MSEG_PROTO_VERSION)
+                        return mseg__error(MSEG_E_VERSION, "msegd at %s speaks protocol %u, this library %u",
+                                           c->path, hrep.version, MSEG_PROTO_VERSION);
+        }
+        if (sent < 0)
+                return mseg__error(sent == -EPIPE || sent == -ECONNRESET ? MSEG_E_PROTO : sent,
+                                   "sending to msegd at %s: %s", c->path, strerror(-sent));
+        return client_recv(c, req->id, req->op, rep, ret_fd);
+}
+
+/* One request on a fresh connection, for the calls that keep nothing. */
+static int call_once(const struct mseg_options *o, struct mseg_proto_request *req, struct mseg_proto_reply *rep) {
+        struct client c;
+        int r;
+
+        r = client_connect(&c, o);
+        if (r < 0)
+                return r;
+        r = client_call(&c, req, rep, NULL);
+        client_close(&c);
+        return r;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+static int check_name(const char *name) {
+        size_t len;
+
+        if (!name)
+                return mseg__error(-EINVAL, "no segment name");
+        len = strlen(name);
+        if (len == 0)
+                return mseg__error(-EINVAL, "empty segment name");
+        if (len > MSEG_NAME_MAX)
+                return mseg__error(-ENAMETOOLONG, "segment name of %zu bytes (at most %d)", len, MSEG_NAME_MAX);
+        if (!mseg_proto_name_ok(name, len))
+                return mseg__error(-EINVAL, "segment names are UTF-8 without '/'");
+        return 0;
+}
+
+static int check_options(const struct mseg_options *o) {
+        if (!o)
+                return 0;
+        if (o->flags & ~KNOWN_FLAGS)
+                return mseg__error(-EINVAL, "unknown flags 0x%x", o->flags & ~KNOWN_FLAGS);
+        for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+                if (o->reserved[i])
+                        return mseg__error(-EINVAL, "mseg_options.reserved must be zero");
+        if (o->token)
+                return mseg__error(MSEG_E_TOKEN, "capability tokens are not supported by this version");
+        if (o->mode & ~0777u)
+                return mseg__error(-EINVAL, "mode 0%o has bits outside 0777", o->mode);
+        if ((o->flags & MSEG_PERSISTENT) && (o->flags & MSEG_REMOVE_ON_LAST_CLOSE))
+                return mseg__error(-EINVAL, "MSEG_PERSISTENT and MSEG_REMOVE_ON_LAST_CLOSE exclude each other");
+        return 0;
+}
+
+/* ------------------------------------------------------------ open */
+
+/* Check the descriptor msegd sent before trusting it with a mapping. */
+static int check_fd(int fd, uint64_t size, bool ro, const char *path) {
+        struct stat st;
+        int seals, fl;
+
+        if (fstat(fd, &st) < 0)
+                return mseg__error(-errno, "fstat of the segment descriptor: %s", strerror(errno));
+        if (!S_ISREG(st.st_mode) || (uint64_t) st.st_size != size)
+                return mseg__error(MSEG_E_PROTO, "msegd at %s sent a descriptor of %lld bytes, announced %llu",
+                                   path, (long long) st.st_size, (unsigned long long) size);
+        seals = fcntl(fd, F_GET_SEALS);
+        if (seals < 0 || (seals & SEALS_NEEDED) != SEALS_NEEDED)
+                return mseg__error(MSEG_E_PROTO, "msegd at %s sent a descriptor not sealed against resizing", path);
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+                return mseg__error(-errno, "fcntl: %s", strerror(errno));
+        if (!ro && (fl & O_ACCMODE) != O_RDWR)
+                return mseg__error(MSEG_E_PROTO, "msegd at %s sent a read-only descriptor for a read-write open",
+                                   path);
+        return 0;
+}
+
+MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, const struct mseg_options *opts) {
+        struct mseg_proto_request req = { 0 };
+        struct mseg_proto_reply rep = { 0 };
+        struct mseg__broker_local *bl = NULL;
+        uint32_t flags = opts ? opts->flags : 0;
+        bool ro = flags & MSEG_READ_ONLY, cow = flags & MSEG_COPY_ON_WRITE;
+        struct mseg *seg = NULL;
+        void *base = MAP_FAILED;
+        uint64_t max_size;
+        int fd = -1, r;
+
+        if (!ret_seg)
+                return mseg__error(-EINVAL, "ret_seg is NULL");
+        r = check_name(name);
+        if (r < 0)
+                return r;
+        r = check_options(opts);
+        if (r < 0)
+                return r;
+        switch (how) {
+        case MSEG_CREATE_ONLY: req.op = MSEG_PROTO_OP_CREATE; break;
+        case MSEG_OPEN_ONLY: req.op = MSEG_PROTO_OP_OPEN; break;
+        case MSEG_OPEN_OR_CREATE: req.op = MSEG_PROTO_OP_OPEN_OR_CREATE; break;
+        default: return mseg__error(-EINVAL, "bad open mode %d", (int) how);
+        }
+        memcpy(req.name, name, strlen(name) + 1);
+        /* A copy-on-write mapping needs only read access: MAP_PRIVATE with
+         * PROT_WRITE works on an O_RDONLY descriptor. */
+        req.read_only = ro || cow;
+        if (how != MSEG_OPEN_ONLY) {
+                req.size = opts && opts->size ? opts->size : DEFAULT_SIZE;
+                req.max_size = opts && opts->max_size ? opts->max_size : req.size;
+                if (req.size < MSEG_MIN_SIZE || req.size > MSEG_MAX_SIZE || req.max_size < req.size ||
+                    req.max_size > MSEG_MAX_SIZE)
+                        return mseg__error(-EINVAL, "size %llu / max_size %llu: need %llu <= size <= max_size <= %llu",
+                                           (unsigned long long) req.size, (unsigned long long) req.max_size,
+                                           (unsigned long long) MSEG_MIN_SIZE, (unsigned long long) MSEG_MAX_SIZE);
+                req.mode = opts ? opts->mode : 0;
+                req.persistent = flags & MSEG_PERSISTENT;
+                req.remove_on_last_close = flags & MSEG_REMOVE_ON_LAST_CLOSE;
+        }
+
+        bl = calloc(1, sizeof(*bl));
+        if (!bl)
+                return mseg__error(-ENOMEM, "out of memory");
+        r = client_connect(&bl->conn, opts);
+        if (r < 0)
+                goto fail;
+        r = client_call(&bl->conn, &req, &rep, &fd);
+        if (r < 0)
+                goto fail;
+        if (fd < 0) {
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s sent no descriptor with the segment", bl->conn.path);
+                goto fail;
+        }
+        max_size = rep.info.max_size;
+        if (max_size < MSEG_MIN_SIZE || max_size > MSEG_MAX_SIZE || max_size > SIZE_MAX) {
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s announced a segment of %llu bytes", bl->conn.path,
+                                (unsigned long long) max_size);
+                goto fail;
+        }
+        r = check_fd(fd, max_size, req.read_only, bl->conn.path);
+        if (r < 0)
+                goto fail;
+        base = mmap(NULL, (size_t) max_size, ro ? PROT_READ : PROT_READ | PROT_WRITE,
+                    cow ? MAP_PRIVATE : MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED) {
+                r = mseg__error(-errno, "cannot map segment %s (%llu bytes): %s", name,
+                                (unsigned long long) max_size, strerror(errno));
+                goto fail;
+        }
+        r = mseg__handle_new(&seg, base, max_size, MSEG__KIND_SHM, ro, cow);
+        if (r < 0)
+                goto fail;
+        if (seg->map_size != max_size) {
+                r = mseg__error(MSEG_E_CORRUPT, "segment %s: header says %llu bytes, descriptor has %llu", name,
+                                (unsigned long long) seg->map_size, (unsigned long long) max_size);
+                goto fail;
+        }
+        seg->name = strdup(name);
+        if (!seg->name) {
+                r = mseg__error(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        pthread_mutex_init(&bl->lock, NULL);
+        memcpy(bl->id, rep.info.id, sizeof(bl->id));
+        seg->mapped = true;
+        seg->fd = fd;
+        seg->broker = bl;
+        *ret_seg = seg;
+        return 0;
+fail:
+        if (seg) {
+                /* Not yet ours to close through mseg_close: undo by hand. */
+                seg->mapped = false;
+                seg->fd = -1;
+                seg->kind = MSEG__KIND_BUFFER;
+                mseg_close(seg);
+        }
+        if (base != MAP_FAILED)
+                munmap(base, (size_t) rep.info.max_size);
+        if (fd >= 0)
+                close(fd);
+        if (bl) {
+                client_close(&bl->conn);
+                free(bl);
+        }
+        return r;
+}
+
+void mseg__broker_detach(struct mseg *seg) {
+        struct mseg__broker_local *bl = seg->broker;
+
+        if (!bl)
+                return;
+        seg->broker = NULL;
+        client_close(&bl->conn);
+        pthread_mutex_destroy(&bl->lock);
+        free(bl);
+}
+
+/* ------------------------------------------------------------ grow, remove */
+
+MSEG_API int mseg_grow(mseg *seg, uint64_t new_size) {
+        struct mseg__broker_local *bl;
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_GROW };
+        struct mseg_proto_reply rep = { 0 };
+        struct mseg_options o = { 0 };
+        int r;
+
+        if (!seg)
+                return mseg__error(-EINVAL, "no segment");
+        if (seg->kind != MSEG__KIND_SHM || !seg->broker)
+                return mseg__error(-EINVAL, "only brokered segments grow with mseg_grow() "
+                                            "(see mseg_file_grow(), mseg_heap_grow())");
+        if (seg->read_only || seg->cow)
+                return mseg__error(-EACCES, "segment %s is mapped %s", seg->name,
+                                   seg->read_only ? "read-only" : "copy-on-write");
+        if (new_size > seg->map_size)
+                return mseg__error(-ENOSPC, "size %llu beyond the segment's reserve of %llu bytes",
+                                   (unsigned long long) new_size, (unsigned long long) seg->map_size);
+        if (new_size <= mseg__usable(seg))
+                return 0;
+        bl = seg->broker;
+        snprintf(req.name, sizeof(req.name), "%s", seg->name);
+        req.size = new_size;
+        req.has_segment_id = true;
+        memcpy(req.segment_id, bl->id, sizeof(req.segment_id));
+
+        pthread_mutex_lock(&bl->lock);
+        r = bl->conn.fd >= 0 ? client_call(&bl->conn, &req, &rep, NULL) : MSEG_E_PROTO;
+        if (r == MSEG_E_PROTO || r == -EPIPE || r == -ECONNRESET) {
+                /* The connection broke (msegd restarted?): once more on a
+                 * new one, to the same socket. */
+                o.socket_path = bl->conn.path;
+                client_close(&bl->conn);
+                r = client_connect(&bl->conn, &o);
+                if (r == 0)
+                        r = client_call(&bl->conn, &req, &rep, NULL);
+        }
+        pthread_mutex_unlock(&bl->lock);
+        if (r < 0)
+                return r;
+        if (mseg__usable(seg) < new_size && mseg__usable(seg) < seg->map_size)
+                return mseg__error(MSEG_E_PROTO, "msegd reported growth to %llu bytes, the header says %llu",
+                                   (unsigned long long) rep.size, (unsigned long long) mseg__usable(seg));
+        return 0;
+}
+
+MSEG_API int mseg_remove(const char *name, const struct mseg_options *opts) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_REMOVE };
+        struct mseg_proto_reply rep = { 0 };
+        int r;
+
+        r = check_name(name);
+        if (r < 0)
+                return r;
+        memcpy(req.name, name, strlen(name) + 1);
+        return call_once(opts, &req, &rep);
+}
+
+/* ------------------------------------------------------------ stat, list */
+
+static void info_from_proto(const struct mseg_proto_seginfo *p, struct mseg_segment_info *i) {
+        memset(i, 0, sizeof(*i));
+        memcpy(i->name, p->name, sizeof(i->name));
+        memcpy(i->id, p->id, sizeof(i->id));
+        i->size = p->size;
+        i->max_size = p->max_size;
+        i->mode = p->mode;
+        i->uid = p->uid;
+        i->gid = p->gid;
+        i->flags = (p->persistent ? MSEG_PERSISTENT : 0) | (p->remove_on_last_close ? MSEG_REMOVE_ON_LAST_CLOSE : 0);
+        i->clients = p->clients;
+}
+
+MSEG_API int mseg_stat(const char *name, const struct mseg_options *opts, struct mseg_segment_info *ret_info) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_STAT };
+        struct mseg_proto_reply rep = { 0 };
+        int r;
+
+        if (!ret_info)
+                return mseg__error(-EINVAL, "ret_info is NULL");
+        r = check_name(name);
+        if (r < 0)
+                return r;
+        memcpy(req.name, name, strlen(name) + 1);
+        r = call_once(opts, &req, &rep);
+        if (r < 0)
+                return r;
+        info_from_proto(&rep.info, ret_info);
+        return 0;
+}
+
+MSEG_API int mseg_list(const struct mseg_options *opts, int (*fn)(const struct mseg_segment_info *info, void *arg),
+                       void *arg) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_LIST };
+        struct mseg_proto_reply rep = { 0 };
+        struct mseg_proto_seginfo *page;
+        struct mseg_segment_info info;
+        struct client c;
+        int r;
+
+        if (!fn)
+                return mseg__error(-EINVAL, "no callback");
+        page = malloc(sizeof(*page) * MSEG_PROTO_LIST_MAX);
+        if (!page)
+                return mseg__error(-ENOMEM, "out of memory");
+        r = client_connect(&c, opts);
+        if (r < 0)
+                goto out;
+        for (;;) {
+                rep.segs = page;
+                r = client_call(&c, &req, &rep, NULL);
+                if (r < 0)
+                        break;
+                for (size_t i = 0; i < rep.nsegs; i++) {
+                        info_from_proto(&page[i], &info);
+                        r = fn(&info, arg);
+                        if (r != 0)
+                                goto done;
+                }
+                if (!rep.more || rep.nsegs == 0)
+                        break;
+                /* Resume after the last name of this page. */
+                req.has_after = true;
+                memcpy(req.after, page[rep.nsegs - 1].name, sizeof(req.after));
+        }
+done:
+        client_close(&c);
+out:
+        free(page);
+        return r;
+}
+
+int mseg__broker_status(const struct mseg_options *opts, struct mseg_proto_status *ret) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_STATUS };
+        struct mseg_proto_reply rep = { 0 };
+        int r;
+
+        r = call_once(opts, &req, &rep);
+        if (r < 0)
+                return r;
+        *ret = rep.status;
+        return 0;
+}

@@ -187,5 +187,8 @@ int mseg__registry_check(struct mseg *seg);
 /* ---- broker.c: brokered segments ---- */
 
 void mseg__broker_detach(struct mseg *seg);
+/* msegd's counters and limits (msegctl status); protocol/proto.h. */
+struct mseg_proto_status;
+int mseg__broker_status(const struct mseg_options *opts, struct mseg_proto_status *ret);
 
 #endif /* MSEG_INTERNAL_H */

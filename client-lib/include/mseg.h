@@ -132,6 +132,34 @@ MSEG_API MSEG_MUST_CHECK int mseg_remove(const char *name, const struct mseg_opt
  *         MSEG_E_NODAEMON, MSEG_E_PROTO. */
 MSEG_API MSEG_MUST_CHECK int mseg_grow(mseg *seg, uint64_t new_size);
 
+/** A brokered segment as msegd describes it (mseg_stat(), mseg_list()). */
+struct mseg_segment_info {
+        char name[MSEG_NAME_MAX + 1];   /* NUL-terminated */
+        uint8_t id[16];                 /* the segment's random id */
+        uint64_t size;                  /* usable bytes */
+        uint64_t max_size;              /* reserved bytes (the most mseg_grow() reaches) */
+        uint32_t mode;                  /* permission bits */
+        uint32_t uid, gid;              /* owner */
+        uint32_t flags;                 /* MSEG_PERSISTENT | MSEG_REMOVE_ON_LAST_CLOSE */
+        uint32_t clients;               /* attachments (open handles) msegd knows of */
+        uint32_t reserved0;
+        uint64_t reserved[4];
+};
+
+/** Describe the brokered segment @p name (no permission needed, like stat(2)
+ * in a readable directory). @p opts: only socket_path is used (NULL: default).
+ * @param[out] ret_info set only on success.
+ * @return 0, -EINVAL, -ENAMETOOLONG, -ENOENT, MSEG_E_NODAEMON, MSEG_E_PROTO,
+ *         MSEG_E_VERSION. */
+MSEG_API MSEG_MUST_CHECK int mseg_stat(const char *name, const struct mseg_options *opts,
+                                       struct mseg_segment_info *ret_info);
+
+/** Call @p fn for each brokered segment, in name order, until it returns
+ * non-zero. @p opts: only socket_path is used.
+ * @return 0, fn's non-zero value, MSEG_E_NODAEMON, MSEG_E_PROTO, MSEG_E_VERSION. */
+MSEG_API MSEG_MUST_CHECK int mseg_list(const struct mseg_options *opts,
+                                       int (*fn)(const struct mseg_segment_info *info, void *arg), void *arg);
+
 /** Open or create a managed mapped file (MAP_SHARED; MSEG_READ_ONLY maps
  * PROT_READ, MSEG_COPY_ON_WRITE maps MAP_PRIVATE).
  * @return 0, -errno of open/mmap, -EEXIST, -ENOENT, -EINVAL, MSEG_E_CORRUPT,
