@@ -1,0 +1,684 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * names.c — the registry's hash index: an open-addressing table of 8-byte
+ * slots in the segment, keyed by SipHash-2-4 (libsodium crypto_shorthash)
+ * of the name under the segment's random key (hdr->sip_key), probed
+ * linearly from the slot given by the hash's top bits.
+ *
+ * Readers never write and never wait. A slot holds the entry's offset and
+ * the top 24 bits of its hash, so most probes reject a slot without touching
+ * the entry. Writers (holding the registry lock) never move a live entry
+ * inside a table: an entry is published by one release store of its slot
+ * after the entry and its object are fully written, and removed by setting
+ * its generation to 0 and storing a tombstone, before it is freed. A reader
+ * reads the entry's generation, compares and copies what it needs, then
+ * re-reads its slot and its generation: if both are unchanged, what it read
+ * was the live entry, whole. Otherwise it starts over (bounded).
+ *
+ * The table is replaced, never changed in size in place: a writer builds the
+ * new table beside the old one, publishes it with one store of the root's
+ * table word (offset and a generation), then frees the old one. A reader
+ * still walking the old table may read freed memory (still mapped, so it
+ * cannot fault; every offset it reads is bounds-checked and every loop is
+ * bounded by the table size), and it notices when it re-checks the table
+ * word at the end, and starts over on the new table.
+ *
+ * The table grows (doubles) when it reaches 7/8 (live + tombstones): a
+ * dense table is what keeps it in the cache while the entries it points to
+ * stream through, and most probes stay inside one 64-byte line of 8 slots
+ * anyway. It is rebuilt when a quarter of it are tombstones, shrinks when
+ * it is 1/8 full,
+ * and is freed when the last name goes, so that an empty registry holds no
+ * memory (mseg_all_memory_deallocated). For tables up to 2^24 slots a
+ * rebuild needs only the slots (the home slot comes from the stored hash
+ * bits); larger ones read each entry's full hash.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "registry.h"
+
+#define LOOKUP_ATTEMPTS 4096    /* starts over at most this often under churn */
+
+uint64_t mseg__reg_hash(const uint8_t key[16], uint8_t kind, const char *name, size_t len) {
+        uint8_t out[crypto_shorthash_BYTES];
+        uint64_t h;
+
+        crypto_shorthash(out, (const unsigned char *) name, len, key);
+        memcpy(&h, out, sizeof(h));
+        /* Named and unique objects live in one table: the kind is part of
+         * the key, so "x" named and "x" unique are two different keys. */
+        if (kind == MSEG_KIND_UNIQUE)
+                h ^= UINT64_C(0x9e3779b97f4a7c15);
+        return h;
+}
+
+void mseg__reg_key(const struct mseg *seg, struct reg_key *k, uint8_t kind, const char *name, size_t len) {
+        k->name = name;
+        k->len = len;
+        k->kind = kind;
+        k->hash = mseg__reg_hash(seg->hdr->sip_key, kind, name, len);
+}
+
+static inline uint64_t home_slot(uint64_t hash, unsigned log2cap) {
+        return hash >> (64 - log2cap);
+}
+
+reg_table *mseg__reg_table(struct mseg *seg, uint64_t tword, uint64_t *ret_off, int *err) {
+        uint64_t off = reg_tword_off(tword);
+        reg_table *t;
+        uint32_t magic, log2;
+        uint64_t cap;
+
+        *err = 0;
+        if (!tword)
+                return NULL;
+        if (off < seg->data_off || (off & 15) || !(t = mseg__at(seg, off, sizeof(reg_table)))) {
+                *err = mseg__error(MSEG_E_CORRUPT, "registry table offset 0x%llx outside the segment",
+                                   (unsigned long long) off);
+                return NULL;
+        }
+        magic = REG_LOAD(t->magic);
+        log2 = REG_LOAD(t->log2cap);
+        cap = REG_LOAD(t->cap);
+        if (magic != REG_TABLE_MAGIC || log2 < REG_MIN_LOG2 || log2 > REG_MAX_LOG2 ||
+            cap != UINT64_C(1) << log2 ||
+            !mseg__at(seg, off, sizeof(reg_table) + cap * sizeof(uint64_t))) {
+                *err = mseg__error(MSEG_E_CORRUPT, "registry table at 0x%llx is damaged",
+                                   (unsigned long long) off);
+                return NULL;
+        }
+        *ret_off = off;
+        return t;
+}
+
+reg_entry *mseg__reg_entry_at(struct mseg *seg, uint64_t off) {
+        if (off < seg->data_off || (off & 15))
+                return NULL;
+        /* The smallest entry: header, a name and a type name of one byte
+         * each with their NULs, the back link. */
+        return mseg__at(seg, off, sizeof(reg_entry) + 4 + 8);
+}
+
+/* Compare bytes of the segment with the caller's. The segment side may be
+ * changing under us (the caller validates afterwards), so read it with
+ * relaxed loads rather than memcmp, which the sanitizers would flag. */
+static bool seg_bytes_equal(const char *seg_side, const char *mine, size_t n) {
+        size_t i = 0;
+
+        for (; i + 8 <= n; i += 8) {
+                uint64_t a, b;
+                memcpy(&b, mine + i, 8);
+                a = __atomic_load_n((const uint64_t *) (const void *) (seg_side + i), __ATOMIC_RELAXED);
+                if (a != b)
+                        return false;
+        }
+        for (; i < n; i++)
+                if (__atomic_load_n(seg_side + i, __ATOMIC_RELAXED) != mine[i])
+                        return false;
+        return true;
+}
+
+enum probe_result { PROBE_MISS, PROBE_HIT, PROBE_RETRY, PROBE_BAD };
+
+/* Examine the entry a slot refers to. HIT fills *hit with a validated
+ * snapshot; MISS means "not this one"; RETRY means the slot or the entry
+ * changed while we read; BAD means the reference or the entry is invalid. */
+static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, const mseg_type *type,
+                                     _Atomic uint64_t *slot, uint64_t ref, struct reg_hit *hit) {
+        uint64_t off = reg_ref_off(ref), g1, g2, ref2, count, obj_off, esize, names_end;
+        reg_entry *e = mseg__reg_entry_at(seg, off);
+        unsigned name_len, type_len, align_log2;
+
+        if (!e)
+                return PROBE_BAD;
+        g1 = atomic_load_explicit(&e->gen, memory_order_acquire);
+        if (REG_LOAD(e->magic) != REG_ENTRY_MAGIC)
+                return PROBE_BAD;
+        if (g1 == 0)
+                return PROBE_MISS;      /* being destroyed */
+        if (REG_LOAD(e->hash) != k->hash || REG_LOAD(e->kind) != k->kind)
+                return PROBE_MISS;
+        name_len = REG_LOAD(e->name_len);
+        type_len = REG_LOAD(e->type_len);
+        align_log2 = REG_LOAD(e->align_log2);
+        if (name_len != k->len)
+                return PROBE_MISS;
+        names_end = off + sizeof(reg_entry) + name_len + 1 + type_len + 1;
+        if (!mseg__at(seg, off, names_end - off + 8))
+                return PROBE_BAD;
+        if (!seg_bytes_equal(e->names, k->name, k->len))
+                return PROBE_MISS;
+        count = REG_LOAD(e->count);
+        obj_off = REG_LOAD(e->obj_off);
+        esize = REG_LOAD(e->elem_size);
+        if (align_log2 > 40 || obj_off != off + reg_obj_delta(name_len, type_len, UINT64_C(1) << align_log2) ||
+            obj_off > seg->map_size || (esize && count > (seg->map_size - obj_off) / esize))
+                return PROBE_BAD;
+        hit->type_ok = true;
+        if (type) {
+                size_t tl = strlen(type->name);
+                hit->type_ok = tl == type_len && esize == type->size &&
+                               (UINT64_C(1) << align_log2) == type->align &&
+                               seg_bytes_equal(e->names + name_len + 1, type->name, tl);
+        }
+        /* Validate: nothing we read may have changed since we loaded g1. */
+        atomic_thread_fence(memory_order_acquire);
+        ref2 = atomic_load_explicit(slot, memory_order_acquire);
+        g2 = atomic_load_explicit(&e->gen, memory_order_acquire);
+        if (ref2 != ref || g2 != g1)
+                return PROBE_RETRY;
+        hit->ref = ref;
+        hit->entry_off = off;
+        hit->gen = g1;
+        hit->count = count;
+        hit->obj_off = obj_off;
+        return PROBE_HIT;
+}
+
+int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type *type, struct reg_hit *hit) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t frag = k->hash >> REG_REF_OFF_BITS;
+
+        for (unsigned attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
+                uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
+                uint64_t toff, mask, i;
+                reg_table *t;
+                unsigned log2;
+                int err;
+
+                if (!w)
+                        return 0;
+                t = mseg__reg_table(seg, w, &toff, &err);
+                if (!t) {
+                        if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
+                                continue;
+                        return err;
+                }
+                log2 = REG_LOAD(t->log2cap);
+                mask = (UINT64_C(1) << log2) - 1;
+                i = home_slot(k->hash, log2);
+                for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+                        uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire);
+                        enum probe_result pr;
+
+                        if (ref == REG_SLOT_EMPTY)
+                                break;
+                        if (ref == REG_SLOT_TOMB || reg_ref_frag(ref) != frag)
+                                continue;
+                        pr = probe_entry(seg, k, type, &t->slots[i], ref, hit);
+                        if (pr == PROBE_MISS)
+                                continue;
+                        if (pr == PROBE_HIT) {
+                                if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
+                                        goto again;
+                                hit->table_off = toff;
+                                hit->slot = i;
+                                return 1;
+                        }
+                        if (pr == PROBE_RETRY)
+                                goto again;
+                        /* BAD: a stale read of a moving slot or table, or damage. */
+                        if (atomic_load_explicit(&t->slots[i], memory_order_acquire) != ref ||
+                            atomic_load_explicit(&root->table, memory_order_acquire) != w)
+                                goto again;
+                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu refers to a damaged entry at 0x%llx",
+                                           (unsigned long long) i, (unsigned long long) reg_ref_off(ref));
+                }
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&root->table, memory_order_acquire) == w)
+                        return 0;
+again:
+                continue;
+        }
+        return mseg__error(-EAGAIN, "registry lookup kept racing with writers; try again");
+}
+
+/* ---------------------------------------------------------------- writers */
+
+int mseg__reg_insert_slot(struct mseg *seg, reg_table *t, uint64_t hash, uint64_t *ret_slot) {
+        unsigned log2 = t->log2cap;
+        uint64_t mask = (UINT64_C(1) << log2) - 1, i = home_slot(hash, log2);
+
+        (void) seg;
+        for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+                uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+                if (!reg_ref_live(ref)) {
+                        *ret_slot = i;
+                        return 0;
+                }
+        }
+        return mseg__error(MSEG_E_CORRUPT, "registry table is full");
+}
+
+/* Replace the table by one of 2^new_log2 slots holding the same live
+ * entries (new_log2 == 0: no table). Lock held. Crash-safe through the
+ * root's rehash intent: see mseg__reg_repair_rehash(). */
+static int reg_rehash(struct mseg *seg, unsigned new_log2) {
+        reg_root *root = reg_root_of(seg);
+        reg_intent *ri = &root->rehash;
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
+        uint64_t old_off = 0, new_off = 0, live = 0, tgen;
+        reg_table *old = NULL, *nt = NULL;
+        int err;
+
+        if (w) {
+                old = mseg__reg_table(seg, w, &old_off, &err);
+                if (!old)
+                        return err;
+        }
+        atomic_store_explicit(&ri->table_off, 0, memory_order_relaxed);
+        atomic_store_explicit(&ri->old_off, old_off, memory_order_relaxed);
+        atomic_store_explicit(&ri->op, REG_OP_REHASH, memory_order_release);
+
+        if (new_log2) {
+                uint64_t cap = UINT64_C(1) << new_log2, mask = cap - 1;
+
+                new_off = mseg__alloc_off(seg, sizeof(reg_table) + cap * sizeof(uint64_t), 64);
+                if (!new_off) {
+                        int e = errno ? errno : ENOMEM;
+                        atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
+                        return mseg__error(-e, "no memory for a registry table of %llu slots",
+                                           (unsigned long long) cap);
+                }
+                atomic_store_explicit(&ri->table_off, new_off, memory_order_release);
+                nt = (reg_table *) (seg->base + new_off);
+                memset(nt, 0, sizeof(reg_table) + cap * sizeof(uint64_t));
+                nt->magic = REG_TABLE_MAGIC;
+                nt->log2cap = new_log2;
+                nt->cap = cap;
+                for (uint64_t j = 0; old && j < old->cap; j++) {
+                        uint64_t ref = atomic_load_explicit(&old->slots[j], memory_order_relaxed), i, hash;
+
+                        if (!reg_ref_live(ref))
+                                continue;
+                        if (new_log2 <= REG_FRAG_BITS) {
+                                i = reg_ref_frag(ref) >> (REG_FRAG_BITS - new_log2);
+                        } else {
+                                reg_entry *e = mseg__reg_entry_at(seg, reg_ref_off(ref));
+                                if (!e)
+                                        continue;       /* damaged: dropped (leaked), mseg_check reports nothing left */
+                                hash = e->hash;
+                                if ((hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
+                                        continue;
+                                i = home_slot(hash, new_log2);
+                        }
+                        for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask)
+                                if (atomic_load_explicit(&nt->slots[i], memory_order_relaxed) == REG_SLOT_EMPTY)
+                                        break;
+                        if (++live > mask)
+                                break;          /* cannot happen: the caller sized it */
+                        atomic_store_explicit(&nt->slots[i], ref, memory_order_relaxed);
+                }
+        }
+
+        /* Publish: one store makes the new table (or none) current. */
+        tgen = atomic_load_explicit(&root->tgen, memory_order_relaxed) + 1;
+        atomic_store_explicit(&root->tgen, tgen, memory_order_relaxed);
+        atomic_store_explicit(&root->table, reg_tword_make(new_off, tgen), memory_order_release);
+        atomic_store_explicit(&root->used, live, memory_order_relaxed);
+
+        /* Forget the old table before freeing it: a crash in between leaks
+         * it, which is better than a repair freeing it twice. */
+        if (old_off) {
+                atomic_store_explicit(&ri->old_off, 0, memory_order_release);
+                mseg__free_off(seg, old_off);
+        }
+        atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
+        return 0;
+}
+
+void mseg__reg_repair_rehash(struct mseg *seg) {
+        reg_root *root = reg_root_of(seg);
+        reg_intent *ri = &root->rehash;
+        uint64_t cur, new_off, old_off;
+
+        if (atomic_load_explicit(&ri->op, memory_order_acquire) != REG_OP_REHASH)
+                return;
+        cur = reg_tword_off(atomic_load_explicit(&root->table, memory_order_acquire));
+        new_off = atomic_load_explicit(&ri->table_off, memory_order_relaxed);
+        old_off = atomic_load_explicit(&ri->old_off, memory_order_relaxed);
+        if (cur == new_off && cur != old_off) {
+                /* Published: only the old table may be left to free. */
+                if (old_off) {
+                        atomic_store_explicit(&ri->old_off, 0, memory_order_release);
+                        mseg__free_off(seg, old_off);
+                }
+        } else if (new_off) {
+                /* Never published: the new table is garbage. */
+                atomic_store_explicit(&ri->table_off, 0, memory_order_release);
+                mseg__free_off(seg, new_off);
+        }
+        atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
+}
+
+static unsigned log2_for(uint64_t names, unsigned load_shift) {
+        /* smallest power of two >= names << load_shift */
+        uint64_t want = names << load_shift;
+        unsigned l = REG_MIN_LOG2;
+
+        while (l < REG_MAX_LOG2 && (UINT64_C(1) << l) < want)
+                l++;
+        return l;
+}
+
+static uint64_t live_names(reg_root *root) {
+        return atomic_load_explicit(&root->named_count, memory_order_relaxed) +
+               atomic_load_explicit(&root->unique_count, memory_order_relaxed);
+}
+
+int mseg__reg_make_room(struct mseg *seg) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
+        uint64_t live = live_names(root), used, cap, toff;
+        unsigned min_log2 = (unsigned) atomic_load_explicit(&root->min_log2, memory_order_relaxed);
+        unsigned l;
+        reg_table *t;
+        int err;
+
+        if (min_log2 > REG_MAX_LOG2)
+                min_log2 = REG_MAX_LOG2;
+        if (!w) {
+                l = log2_for(live + 1, 1);
+                return reg_rehash(seg, l > min_log2 ? l : min_log2);
+        }
+        t = mseg__reg_table(seg, w, &toff, &err);
+        if (!t)
+                return err;
+        cap = t->cap;
+        used = atomic_load_explicit(&root->used, memory_order_relaxed);
+        if ((used + 1) * 8 <= cap * 7)
+                return 0;
+        /* Grow to half full; if that is the size we have, this rebuild just
+         * sweeps the tombstones. */
+        l = log2_for(live + 1, 1);
+        if (l < min_log2)
+                l = min_log2;
+        if (l < t->log2cap && (live + 1) * 4 > cap)
+                l = t->log2cap;
+        if (l >= REG_MAX_LOG2 && (live + 1) * 8 > (UINT64_C(1) << REG_MAX_LOG2) * 7)
+                return mseg__error(-ENOSPC, "registry index is at its maximum size");
+        return reg_rehash(seg, l);
+}
+
+int mseg__reg_maybe_shrink(struct mseg *seg) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
+        uint64_t live = live_names(root), toff, used;
+        unsigned min_log2 = (unsigned) atomic_load_explicit(&root->min_log2, memory_order_relaxed);
+        unsigned l;
+        reg_table *t;
+        int err;
+
+        if (!w)
+                return 0;
+        if (live == 0)
+                return reg_rehash(seg, 0);
+        t = mseg__reg_table(seg, w, &toff, &err);
+        if (!t)
+                return err;
+        used = atomic_load_explicit(&root->used, memory_order_relaxed);
+        if (t->log2cap > REG_MIN_LOG2 && t->log2cap > min_log2 && live * 8 < t->cap) {
+                l = log2_for(live, 2);
+                if (l < min_log2)
+                        l = min_log2;
+                if (l < t->log2cap)
+                        return reg_rehash(seg, l);
+        }
+        /* Many tombstones and few names: sweep them now rather than at the
+         * next insert, so lookups for absent names stay short. */
+        if ((used - live) * 4 > t->cap)
+                return reg_rehash(seg, t->log2cap);
+        return 0;
+}
+
+int mseg__reg_reserve(struct mseg *seg, uint64_t n) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed), toff;
+        unsigned l = log2_for(n ? n : 1, 1);
+        reg_table *t;
+        int err;
+
+        if (n > (UINT64_C(1) << (REG_MAX_LOG2 - 1)))
+                return mseg__error(-ENOMEM, "cannot reserve room for %llu names", (unsigned long long) n);
+        atomic_store_explicit(&root->min_log2, l, memory_order_relaxed);
+        if (w) {
+                t = mseg__reg_table(seg, w, &toff, &err);
+                if (!t)
+                        return err;
+                if (t->log2cap >= l)
+                        return 0;
+        }
+        return reg_rehash(seg, l);
+}
+
+/* ------------------------------------------------------------- checking */
+
+static bool names_ok(const reg_entry *e) {
+        const char *n = e->names;
+
+        if (e->name_len && memchr(n, 0, e->name_len))
+                return false;
+        if (n[e->name_len] != 0)
+                return false;
+        n += e->name_len + 1;
+        return e->type_len && !memchr(n, 0, e->type_len) && n[e->type_len] == 0;
+}
+
+int mseg__reg_entry_check(struct mseg *seg, uint64_t off, const reg_entry *e) {
+        uint64_t obj_off, delta, back;
+
+        if (e->magic != REG_ENTRY_MAGIC)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has a bad magic",
+                                   (unsigned long long) off);
+        if (e->kind < MSEG_KIND_NAMED || e->kind > MSEG_KIND_ANONYMOUS ||
+            (e->kind == MSEG_KIND_ANONYMOUS) != (e->name_len == 0) || e->type_len == 0 ||
+            e->align_log2 > 40 || e->elem_size == 0)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has bad fields",
+                                   (unsigned long long) off);
+        if (!mseg__at(seg, off, sizeof(reg_entry) + e->name_len + 1 + e->type_len + 1 + 8) || !names_ok(e))
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has damaged names",
+                                   (unsigned long long) off);
+        delta = reg_obj_delta(e->name_len, e->type_len, UINT64_C(1) << e->align_log2);
+        obj_off = e->obj_off;
+        if (obj_off != off + delta || obj_off > seg->map_size ||
+            e->count > (seg->map_size - obj_off) / e->elem_size)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: object outside the segment",
+                                   (unsigned long long) off);
+        memcpy(&back, seg->base + obj_off - 8, 8);
+        if (back != delta)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: damaged back link",
+                                   (unsigned long long) off);
+        if (atomic_load_explicit(&((reg_entry *) e)->gen, memory_order_acquire) == 0)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx is indexed but destroyed",
+                                   (unsigned long long) off);
+        return 0;
+}
+
+int mseg__reg_scrub(struct mseg *seg) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
+        uint64_t named = 0, unique = 0, tombs = 0, toff;
+        reg_table *t;
+        int err;
+
+        if (w) {
+                t = mseg__reg_table(seg, w, &toff, &err);
+                if (!t)
+                        return err;
+                for (uint64_t i = 0; i < t->cap; i++) {
+                        uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed), off;
+                        reg_entry *e;
+
+                        if (ref == REG_SLOT_EMPTY)
+                                continue;
+                        if (ref == REG_SLOT_TOMB) {
+                                tombs++;
+                                continue;
+                        }
+                        off = reg_ref_off(ref);
+                        e = mseg__reg_entry_at(seg, off);
+                        if (!e || mseg__reg_entry_check(seg, off, e) < 0 || e->kind == MSEG_KIND_ANONYMOUS ||
+                            (e->hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref)) {
+                                atomic_store_explicit(&t->slots[i], REG_SLOT_TOMB, memory_order_release);
+                                tombs++;
+                                continue;
+                        }
+                        if (e->kind == MSEG_KIND_NAMED)
+                                named++;
+                        else
+                                unique++;
+                }
+        }
+        atomic_store_explicit(&root->named_count, named, memory_order_relaxed);
+        atomic_store_explicit(&root->unique_count, unique, memory_order_relaxed);
+        atomic_store_explicit(&root->used, named + unique + tombs, memory_order_relaxed);
+        return 0;
+}
+
+/* Deep check (mseg_check): every live slot refers to a sound entry whose
+ * name hashes to it, is reachable from its home slot, and is the only
+ * entry with its key on that path; the counters match. The caller holds
+ * the lock, or (read-only) re-checks the table word afterwards. */
+int mseg__reg_check_table(struct mseg *seg) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
+        uint64_t named = 0, unique = 0, tombs = 0, toff, mask;
+        reg_table *t;
+        int err;
+
+        if (!w) {
+                if (live_names(root))
+                        return mseg__error(MSEG_E_CORRUPT, "registry counts names but has no table");
+                return 0;
+        }
+        t = mseg__reg_table(seg, w, &toff, &err);
+        if (!t)
+                return err;
+        mask = t->cap - 1;
+        for (uint64_t i = 0; i <= mask; i++) {
+                uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, j;
+                reg_entry *e;
+                int r;
+
+                if (ref == REG_SLOT_EMPTY)
+                        continue;
+                if (ref == REG_SLOT_TOMB) {
+                        tombs++;
+                        continue;
+                }
+                off = reg_ref_off(ref);
+                e = mseg__reg_entry_at(seg, off);
+                if (!e)
+                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: entry offset 0x%llx out of range",
+                                           (unsigned long long) i, (unsigned long long) off);
+                r = mseg__reg_entry_check(seg, off, e);
+                if (r < 0)
+                        return r;
+                if (e->kind == MSEG_KIND_ANONYMOUS)
+                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: anonymous entry indexed",
+                                           (unsigned long long) i);
+                if (e->hash != mseg__reg_hash(seg->hdr->sip_key, e->kind, e->names, e->name_len) ||
+                    (e->hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
+                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: hash of \"%.*s\" does not match",
+                                           (unsigned long long) i, (int) e->name_len, e->names);
+                /* Reachable from home, and no duplicate key on the way. */
+                for (j = home_slot(e->hash, t->log2cap); j != i; j = (j + 1) & mask) {
+                        uint64_t r2 = atomic_load_explicit(&t->slots[j], memory_order_acquire);
+                        reg_entry *e2;
+
+                        if (r2 == REG_SLOT_EMPTY)
+                                return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: \"%.*s\" is unreachable",
+                                                   (unsigned long long) i, (int) e->name_len, e->names);
+                        if (r2 == ref)
+                                return mseg__error(MSEG_E_CORRUPT, "registry: entry 0x%llx indexed twice",
+                                                   (unsigned long long) off);
+                        if (!reg_ref_live(r2) || reg_ref_frag(r2) != reg_ref_frag(ref))
+                                continue;
+                        e2 = mseg__reg_entry_at(seg, reg_ref_off(r2));
+                        if (e2 && e2->hash == e->hash && e2->kind == e->kind && e2->name_len == e->name_len &&
+                            !memcmp(e2->names, e->names, e->name_len))
+                                return mseg__error(MSEG_E_CORRUPT, "registry: name \"%.*s\" indexed twice",
+                                                   (int) e->name_len, e->names);
+                }
+                if (e->kind == MSEG_KIND_NAMED)
+                        named++;
+                else
+                        unique++;
+        }
+        if (named + unique + tombs > mask)
+                return mseg__error(MSEG_E_CORRUPT, "registry table has no empty slot");
+        if (named != atomic_load_explicit(&root->named_count, memory_order_relaxed) ||
+            unique != atomic_load_explicit(&root->unique_count, memory_order_relaxed))
+                return mseg__error(MSEG_E_CORRUPT, "registry counts %llu named and %llu unique, the table holds %llu and %llu",
+                                   (unsigned long long) atomic_load_explicit(&root->named_count, memory_order_relaxed),
+                                   (unsigned long long) atomic_load_explicit(&root->unique_count, memory_order_relaxed),
+                                   (unsigned long long) named, (unsigned long long) unique);
+        if (named + unique + tombs != atomic_load_explicit(&root->used, memory_order_relaxed))
+                return mseg__error(MSEG_E_CORRUPT, "registry slot usage count is wrong");
+        return 0;
+}
+
+int mseg__reg_snapshot(struct mseg *seg, uint8_t kind, struct reg_snap **ret, size_t *ret_n) {
+        reg_root *root = reg_root_of(seg);
+
+        for (unsigned attempt = 0; attempt < 64; attempt++) {
+                uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire), toff;
+                struct reg_snap *v = NULL;
+                size_t n = 0, cap = 0;
+                reg_table *t;
+                int err;
+
+                if (!w) {
+                        *ret = NULL;
+                        *ret_n = 0;
+                        return 0;
+                }
+                t = mseg__reg_table(seg, w, &toff, &err);
+                if (!t) {
+                        if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
+                                continue;
+                        return err;
+                }
+                for (uint64_t i = 0, tcap = REG_LOAD(t->cap); i < tcap; i++) {
+                        uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, g;
+                        reg_entry *e;
+
+                        if (!reg_ref_live(ref))
+                                continue;
+                        off = reg_ref_off(ref);
+                        e = mseg__reg_entry_at(seg, off);
+                        if (!e)
+                                continue;
+                        g = atomic_load_explicit(&e->gen, memory_order_acquire);
+                        if (!g || REG_LOAD(e->magic) != REG_ENTRY_MAGIC || REG_LOAD(e->kind) != kind)
+                                continue;
+                        if (atomic_load_explicit(&t->slots[i], memory_order_acquire) != ref)
+                                continue;
+                        if (n == cap) {
+                                size_t nc = cap ? cap * 2 : 64;
+                                struct reg_snap *nv = realloc(v, nc * sizeof(*v));
+                                if (!nv) {
+                                        free(v);
+                                        return mseg__error(-ENOMEM, "out of memory for the iteration snapshot");
+                                }
+                                v = nv;
+                                cap = nc;
+                        }
+                        v[n].off = off;
+                        v[n].gen = g;
+                        n++;
+                }
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&root->table, memory_order_acquire) != w) {
+                        free(v);
+                        continue;
+                }
+                *ret = v;
+                *ret_n = n;
+                return 0;
+        }
+        return mseg__error(-EAGAIN, "registry iteration kept racing with writers; try again");
+}
