@@ -96,7 +96,7 @@ function median(key,    n, i, j, t, v) {
         if (n % 2) return v[(n + 1) / 2]
         return (v[n / 2] + v[n / 2 + 1]) / 2
 }
-function fmt(x) { return (x == int(x)) ? sprintf("%d", x) : sprintf("%.4g", x) }
+function fmt(x) { return (x == int(x)) ? sprintf("%.0f", x) : sprintf("%.6g", x) }
 $1 == "RESULT" {
         key = $2 SUBSEP $3 SUBSEP $4
         if (!(key in vals)) { order[++nkeys] = key; vals[key] = $5 } else vals[key] = vals[key] " " $5
