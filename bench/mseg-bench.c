@@ -37,9 +37,11 @@
 
 #define IMPL "mseg"
 
-/* W7: the 1,000 clients live in this many processes; each keeps its share
- * of the clients connected (an open mseg handle each) for the whole run. */
+/* W7: the 1,000 clients live in this many processes (default; at most
+ * W7_WORKERS_MAX, $MSEG_BENCH_W7_WORKERS to explore); each keeps its share of
+ * the clients connected (an open mseg handle each) for the whole run. */
 #define W7_WORKERS 4
+#define W7_WORKERS_MAX 64
 
 enum seg_kind {
         KIND_AUTO,
@@ -753,15 +755,21 @@ static void w7_worker(unsigned nclients, unsigned nops, uint64_t *lat, int ready
 }
 
 static int run_w7(void) {
-        const unsigned nclients = BENCH_W7_CLIENTS / W7_WORKERS, nops = BENCH_W7_OPS / W7_WORKERS;
+        const char *env_workers = getenv("MSEG_BENCH_W7_WORKERS");
+        unsigned nworkers = env_workers ? (unsigned) strtoul(env_workers, NULL, 10) : W7_WORKERS;
         int ready[2] = { -1, -1 }, go[2] = { -1, -1 }, done[2] = { -1, -1 };
-        pid_t pids[W7_WORKERS] = { 0 };
-        char goes[W7_WORKERS];
+        pid_t pids[W7_WORKERS_MAX] = { 0 };
+        char goes[W7_WORKERS_MAX];
+        size_t first_op = 0;
         uint64_t *lat, t0, t1;
         mseg *creator;
         int r = -1, status, socks = -1;
         unsigned i;
 
+        if (nworkers < 1 || nworkers > W7_WORKERS_MAX) {
+                fprintf(stderr, "mseg-bench: MSEG_BENCH_W7_WORKERS must be 1..%d\n", W7_WORKERS_MAX);
+                return -1;
+        }
         if (!need_socket()) {
                 printf("# W7 skipped: %s\n", B.no_daemon_why);
                 return 0;
@@ -780,7 +788,10 @@ static int run_w7(void) {
                 goto out;
         }
         fflush(stdout);
-        for (i = 0; i < W7_WORKERS; i++) {
+        for (i = 0; i < nworkers; i++) {
+                /* Spread the clients and operations evenly over the workers. */
+                unsigned nclients = BENCH_W7_CLIENTS / nworkers + (i < BENCH_W7_CLIENTS % nworkers);
+                unsigned nops = BENCH_W7_OPS / nworkers + (i < BENCH_W7_OPS % nworkers);
                 pids[i] = fork();
                 if (pids[i] < 0) {
                         fail_errno("fork");
@@ -790,14 +801,15 @@ static int run_w7(void) {
                         close(ready[0]);
                         close(go[1]);
                         close(done[0]);
-                        w7_worker(nclients, nops, lat + (size_t) i * nops, ready[1], go[0], done[1]);
+                        w7_worker(nclients, nops, lat + first_op, ready[1], go[0], done[1]);
                 }
+                first_op += nops;
         }
         close(ready[1]);
         close(go[0]);
         close(done[1]);
         ready[1] = go[0] = done[1] = -1;
-        for (i = 0; i < W7_WORKERS; i++) {
+        for (i = 0; i < nworkers; i++) {
                 char c;
                 if (bench_read_full(ready[0], &c, 1) < 0) {
                         fprintf(stderr, "mseg-bench: W7: a worker died while connecting its clients\n");
@@ -810,7 +822,7 @@ static int run_w7(void) {
         t0 = bench_now_ns();
         if (bench_write_full(go[1], goes, sizeof goes) < 0)
                 goto out_kill;
-        for (i = 0; i < W7_WORKERS; i++) {
+        for (i = 0; i < nworkers; i++) {
                 char c;
                 if (bench_read_full(done[0], &c, 1) < 0) {
                         fprintf(stderr, "mseg-bench: W7: a worker died during the run\n");
@@ -819,7 +831,7 @@ static int run_w7(void) {
         }
         t1 = bench_now_ns();
         r = 0;
-        for (i = 0; i < W7_WORKERS; i++) {
+        for (i = 0; i < nworkers; i++) {
                 waitpid(pids[i], &status, 0);
                 pids[i] = 0;
                 if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -827,13 +839,13 @@ static int run_w7(void) {
         }
         if (socks >= 0)
                 printf("# W7: %u clients in %u processes; msegd held %d sockets when all were connected\n",
-                       nclients * W7_WORKERS, W7_WORKERS, socks);
+                       BENCH_W7_CLIENTS, nworkers, socks);
         bench_result(IMPL, "W7", "opens_per_s", 0, (double) BENCH_W7_OPS * 1e9 / (double) (t1 - t0));
         bench_result(IMPL, "W7", "p99_us", 1,
                      (double) bench_percentile(lat, BENCH_W7_OPS, 99.0) / 1000.0);
         goto out;
 out_kill:
-        for (i = 0; i < W7_WORKERS; i++) {
+        for (i = 0; i < nworkers; i++) {
                 if (pids[i] > 0) {
                         kill(pids[i], SIGKILL);
                         waitpid(pids[i], &status, 0);
