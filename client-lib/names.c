@@ -66,32 +66,31 @@ static inline uint64_t home_slot(uint64_t hash, unsigned log2cap) {
         return hash >> (64 - log2cap);
 }
 
-reg_table *mseg__reg_table(struct mseg *seg, uint64_t tword, uint64_t *ret_off, int *err) {
+int mseg__reg_table(struct mseg *seg, uint64_t tword, struct reg_tab *tb) {
         uint64_t off = reg_tword_off(tword);
         reg_table *t;
         uint32_t magic, log2;
         uint64_t cap;
 
-        *err = 0;
+        tb->t = NULL;
         if (!tword)
-                return NULL;
-        if (off < seg->data_off || (off & 15) || !(t = mseg__at(seg, off, sizeof(reg_table)))) {
-                *err = mseg__error(MSEG_E_CORRUPT, "registry table offset 0x%llx outside the segment",
+                return 0;
+        if (off < seg->data_off || (off & 15) || !(t = mseg__at(seg, off, sizeof(reg_table))))
+                return mseg__error(MSEG_E_CORRUPT, "registry table offset 0x%llx outside the segment",
                                    (unsigned long long) off);
-                return NULL;
-        }
         magic = REG_LOAD(t->magic);
         log2 = REG_LOAD(t->log2cap);
         cap = REG_LOAD(t->cap);
         if (magic != REG_TABLE_MAGIC || log2 < REG_MIN_LOG2 || log2 > REG_MAX_LOG2 ||
             cap != UINT64_C(1) << log2 ||
-            !mseg__at(seg, off, sizeof(reg_table) + cap * sizeof(uint64_t))) {
-                *err = mseg__error(MSEG_E_CORRUPT, "registry table at 0x%llx is damaged",
+            !mseg__at(seg, off, sizeof(reg_table) + cap * sizeof(uint64_t)))
+                return mseg__error(MSEG_E_CORRUPT, "registry table at 0x%llx is damaged",
                                    (unsigned long long) off);
-                return NULL;
-        }
-        *ret_off = off;
-        return t;
+        tb->t = t;
+        tb->off = off;
+        tb->log2 = log2;
+        tb->mask = cap - 1;
+        return 0;
 }
 
 reg_entry *mseg__reg_entry_at(struct mseg *seg, uint64_t off) {
@@ -184,22 +183,22 @@ int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type 
 
         for (unsigned attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
                 uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
-                uint64_t toff, mask, i;
+                uint64_t mask, i;
+                struct reg_tab tb;
                 reg_table *t;
-                unsigned log2;
                 int err;
 
                 if (!w)
                         return 0;
-                t = mseg__reg_table(seg, w, &toff, &err);
-                if (!t) {
+                err = mseg__reg_table(seg, w, &tb);
+                if (err < 0) {
                         if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
                                 continue;
                         return err;
                 }
-                log2 = REG_LOAD(t->log2cap);
-                mask = (UINT64_C(1) << log2) - 1;
-                i = home_slot(k->hash, log2);
+                t = tb.t;
+                mask = tb.mask;
+                i = home_slot(k->hash, tb.log2);
                 for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
                         uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire);
                         enum probe_result pr;
@@ -214,7 +213,7 @@ int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type 
                         if (pr == PROBE_HIT) {
                                 if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
                                         goto again;
-                                hit->table_off = toff;
+                                hit->table_off = tb.off;
                                 hit->slot = i;
                                 return 1;
                         }
@@ -238,13 +237,11 @@ again:
 
 /* ---------------------------------------------------------------- writers */
 
-int mseg__reg_insert_slot(struct mseg *seg, reg_table *t, uint64_t hash, uint64_t *ret_slot) {
-        unsigned log2 = t->log2cap;
-        uint64_t mask = (UINT64_C(1) << log2) - 1, i = home_slot(hash, log2);
+int mseg__reg_insert_slot(const struct reg_tab *tb, uint64_t hash, uint64_t *ret_slot) {
+        uint64_t mask = tb->mask, i = home_slot(hash, tb->log2);
 
-        (void) seg;
         for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
-                uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+                uint64_t ref = atomic_load_explicit(&tb->t->slots[i], memory_order_relaxed);
                 if (!reg_ref_live(ref)) {
                         *ret_slot = i;
                         return 0;
@@ -261,14 +258,16 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
         reg_intent *ri = &root->rehash;
         uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
         uint64_t old_off = 0, new_off = 0, live = 0, tgen;
-        reg_table *old = NULL, *nt = NULL;
+        reg_table *old, *nt = NULL;
+        struct reg_tab ot;
         int err;
 
-        if (w) {
-                old = mseg__reg_table(seg, w, &old_off, &err);
-                if (!old)
-                        return err;
-        }
+        err = mseg__reg_table(seg, w, &ot);
+        if (err < 0)
+                return err;
+        old = ot.t;
+        if (old)
+                old_off = ot.off;
         atomic_store_explicit(&ri->table_off, 0, memory_order_relaxed);
         atomic_store_explicit(&ri->old_off, old_off, memory_order_relaxed);
         atomic_store_explicit(&ri->op, REG_OP_REHASH, memory_order_release);
@@ -289,7 +288,7 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
                 nt->magic = REG_TABLE_MAGIC;
                 nt->log2cap = new_log2;
                 nt->cap = cap;
-                for (uint64_t j = 0; old && j < old->cap; j++) {
+                for (uint64_t j = 0; old && j <= ot.mask; j++) {
                         uint64_t ref = atomic_load_explicit(&old->slots[j], memory_order_relaxed), i, hash;
 
                         if (!reg_ref_live(ref))
@@ -314,12 +313,14 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
                 }
         }
 
+        MSEG_TEST_HOOK("registry.rehash.built");
         /* Publish: one store makes the new table (or none) current. */
         tgen = atomic_load_explicit(&root->tgen, memory_order_relaxed) + 1;
         atomic_store_explicit(&root->tgen, tgen, memory_order_relaxed);
         atomic_store_explicit(&root->table, reg_tword_make(new_off, tgen), memory_order_release);
         atomic_store_explicit(&root->used, live, memory_order_relaxed);
 
+        MSEG_TEST_HOOK("registry.rehash.published");
         /* Forget the old table before freeing it: a crash in between leaks
          * it, which is better than a repair freeing it twice. */
         if (old_off) {
@@ -372,10 +373,10 @@ static uint64_t live_names(reg_root *root) {
 int mseg__reg_make_room(struct mseg *seg) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
-        uint64_t live = live_names(root), used, cap, toff;
+        uint64_t live = live_names(root), used, cap;
         unsigned min_log2 = (unsigned) atomic_load_explicit(&root->min_log2, memory_order_relaxed);
         unsigned l;
-        reg_table *t;
+        struct reg_tab tb;
         int err;
 
         if (min_log2 > REG_MAX_LOG2)
@@ -384,10 +385,10 @@ int mseg__reg_make_room(struct mseg *seg) {
                 l = log2_for(live + 1, 1);
                 return reg_rehash(seg, l > min_log2 ? l : min_log2);
         }
-        t = mseg__reg_table(seg, w, &toff, &err);
-        if (!t)
+        err = mseg__reg_table(seg, w, &tb);
+        if (err < 0)
                 return err;
-        cap = t->cap;
+        cap = tb.mask + 1;
         used = atomic_load_explicit(&root->used, memory_order_relaxed);
         if ((used + 1) * 8 <= cap * 7)
                 return 0;
@@ -396,8 +397,8 @@ int mseg__reg_make_room(struct mseg *seg) {
         l = log2_for(live + 1, 1);
         if (l < min_log2)
                 l = min_log2;
-        if (l < t->log2cap && (live + 1) * 4 > cap)
-                l = t->log2cap;
+        if (l < tb.log2 && (live + 1) * 4 > cap)
+                l = tb.log2;
         if (l >= REG_MAX_LOG2 && (live + 1) * 8 > (UINT64_C(1) << REG_MAX_LOG2) * 7)
                 return mseg__error(-ENOSPC, "registry index is at its maximum size");
         return reg_rehash(seg, l);
@@ -406,93 +407,102 @@ int mseg__reg_make_room(struct mseg *seg) {
 int mseg__reg_maybe_shrink(struct mseg *seg) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
-        uint64_t live = live_names(root), toff, used;
+        uint64_t live = live_names(root), used;
         unsigned min_log2 = (unsigned) atomic_load_explicit(&root->min_log2, memory_order_relaxed);
         unsigned l;
-        reg_table *t;
+        struct reg_tab tb;
         int err;
 
         if (!w)
                 return 0;
         if (live == 0)
                 return reg_rehash(seg, 0);
-        t = mseg__reg_table(seg, w, &toff, &err);
-        if (!t)
+        err = mseg__reg_table(seg, w, &tb);
+        if (err < 0)
                 return err;
         used = atomic_load_explicit(&root->used, memory_order_relaxed);
-        if (t->log2cap > REG_MIN_LOG2 && t->log2cap > min_log2 && live * 8 < t->cap) {
+        if (tb.log2 > REG_MIN_LOG2 && tb.log2 > min_log2 && live * 8 < tb.mask + 1) {
                 l = log2_for(live, 2);
                 if (l < min_log2)
                         l = min_log2;
-                if (l < t->log2cap)
+                if (l < tb.log2)
                         return reg_rehash(seg, l);
         }
         /* Many tombstones and few names: sweep them now rather than at the
          * next insert, so lookups for absent names stay short. */
-        if ((used - live) * 4 > t->cap)
-                return reg_rehash(seg, t->log2cap);
+        if ((used - live) * 4 > tb.mask + 1)
+                return reg_rehash(seg, tb.log2);
         return 0;
 }
 
 int mseg__reg_reserve(struct mseg *seg, uint64_t n) {
         reg_root *root = reg_root_of(seg);
-        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed), toff;
+        uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
         unsigned l = log2_for(n ? n : 1, 1);
-        reg_table *t;
+        struct reg_tab tb;
         int err;
 
         if (n > (UINT64_C(1) << (REG_MAX_LOG2 - 1)))
                 return mseg__error(-ENOMEM, "cannot reserve room for %llu names", (unsigned long long) n);
         atomic_store_explicit(&root->min_log2, l, memory_order_relaxed);
-        if (w) {
-                t = mseg__reg_table(seg, w, &toff, &err);
-                if (!t)
-                        return err;
-                if (t->log2cap >= l)
-                        return 0;
-        }
+        err = mseg__reg_table(seg, w, &tb);
+        if (err < 0)
+                return err;
+        if (tb.t && tb.log2 >= l)
+                return 0;
         return reg_rehash(seg, l);
 }
 
 /* ------------------------------------------------------------- checking */
 
-static bool names_ok(const reg_entry *e) {
-        const char *n = e->names;
-
-        if (e->name_len && memchr(n, 0, e->name_len))
+static bool names_ok(const char *n, unsigned name_len, unsigned type_len) {
+        if (name_len && memchr(n, 0, name_len))
                 return false;
-        if (n[e->name_len] != 0)
+        if (REG_LOAD(n[name_len]) != 0)
                 return false;
-        n += e->name_len + 1;
-        return e->type_len && !memchr(n, 0, e->type_len) && n[e->type_len] == 0;
+        n += name_len + 1;
+        return type_len && !memchr(n, 0, type_len) && REG_LOAD(n[type_len]) == 0;
 }
 
-int mseg__reg_entry_check(struct mseg *seg, uint64_t off, const reg_entry *e) {
-        uint64_t obj_off, delta, back;
+int mseg__reg_entry_check(struct mseg *seg, uint64_t off, struct reg_view *v) {
+        reg_entry *e = mseg__reg_entry_at(seg, off);
+        uint64_t delta, back;
 
-        if (e->magic != REG_ENTRY_MAGIC)
+        if (!e)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry offset 0x%llx out of range",
+                                   (unsigned long long) off);
+        v->e = e;
+        v->gen = atomic_load_explicit(&e->gen, memory_order_acquire);
+        if (REG_LOAD(e->magic) != REG_ENTRY_MAGIC)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has a bad magic",
                                    (unsigned long long) off);
-        if (e->kind < MSEG_KIND_NAMED || e->kind > MSEG_KIND_ANONYMOUS ||
-            (e->kind == MSEG_KIND_ANONYMOUS) != (e->name_len == 0) || e->type_len == 0 ||
-            e->align_log2 > 40 || e->elem_size == 0)
+        v->kind = REG_LOAD(e->kind);
+        v->name_len = REG_LOAD(e->name_len);
+        v->type_len = REG_LOAD(e->type_len);
+        v->align_log2 = REG_LOAD(e->align_log2);
+        v->hash = REG_LOAD(e->hash);
+        v->count = REG_LOAD(e->count);
+        v->elem_size = REG_LOAD(e->elem_size);
+        v->obj_off = REG_LOAD(e->obj_off);
+        v->name = e->names;
+        v->type_name = e->names + v->name_len + 1;
+        if (v->kind < MSEG_KIND_NAMED || v->kind > MSEG_KIND_ANONYMOUS ||
+            (v->kind == MSEG_KIND_ANONYMOUS) != (v->name_len == 0) || v->type_len == 0 ||
+            v->align_log2 > 40 || v->elem_size == 0)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has bad fields",
                                    (unsigned long long) off);
-        if (!mseg__at(seg, off, sizeof(reg_entry) + e->name_len + 1 + e->type_len + 1 + 8) || !names_ok(e))
+        if (!mseg__at(seg, off, sizeof(reg_entry) + v->name_len + 1 + v->type_len + 1 + 8) ||
+            !names_ok(e->names, v->name_len, v->type_len))
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has damaged names",
                                    (unsigned long long) off);
-        delta = reg_obj_delta(e->name_len, e->type_len, UINT64_C(1) << e->align_log2);
-        obj_off = e->obj_off;
-        if (obj_off != off + delta || obj_off > seg->map_size ||
-            e->count > (seg->map_size - obj_off) / e->elem_size)
+        delta = reg_obj_delta(v->name_len, v->type_len, UINT64_C(1) << v->align_log2);
+        if (v->obj_off != off + delta || v->obj_off > seg->map_size ||
+            v->count > (seg->map_size - v->obj_off) / v->elem_size)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: object outside the segment",
                                    (unsigned long long) off);
-        memcpy(&back, seg->base + obj_off - 8, 8);
+        back = REG_LOAD(*(uint64_t *) (void *) (seg->base + v->obj_off - 8));
         if (back != delta)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: damaged back link",
-                                   (unsigned long long) off);
-        if (atomic_load_explicit(&((reg_entry *) e)->gen, memory_order_acquire) == 0)
-                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx is indexed but destroyed",
                                    (unsigned long long) off);
         return 0;
 }
@@ -500,17 +510,19 @@ int mseg__reg_entry_check(struct mseg *seg, uint64_t off, const reg_entry *e) {
 int mseg__reg_scrub(struct mseg *seg) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
-        uint64_t named = 0, unique = 0, tombs = 0, toff;
+        uint64_t named = 0, unique = 0, tombs = 0;
+        struct reg_tab tb;
         reg_table *t;
         int err;
 
-        if (w) {
-                t = mseg__reg_table(seg, w, &toff, &err);
-                if (!t)
-                        return err;
-                for (uint64_t i = 0; i < t->cap; i++) {
+        err = mseg__reg_table(seg, w, &tb);
+        if (err < 0)
+                return err;
+        t = tb.t;
+        if (t) {
+                for (uint64_t i = 0; i <= tb.mask; i++) {
                         uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed), off;
-                        reg_entry *e;
+                        struct reg_view v;
 
                         if (ref == REG_SLOT_EMPTY)
                                 continue;
@@ -519,14 +531,13 @@ int mseg__reg_scrub(struct mseg *seg) {
                                 continue;
                         }
                         off = reg_ref_off(ref);
-                        e = mseg__reg_entry_at(seg, off);
-                        if (!e || mseg__reg_entry_check(seg, off, e) < 0 || e->kind == MSEG_KIND_ANONYMOUS ||
-                            (e->hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref)) {
+                        if (mseg__reg_entry_check(seg, off, &v) < 0 || v.gen == 0 ||
+                            v.kind == MSEG_KIND_ANONYMOUS || (v.hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref)) {
                                 atomic_store_explicit(&t->slots[i], REG_SLOT_TOMB, memory_order_release);
                                 tombs++;
                                 continue;
                         }
-                        if (e->kind == MSEG_KIND_NAMED)
+                        if (v.kind == MSEG_KIND_NAMED)
                                 named++;
                         else
                                 unique++;
@@ -540,27 +551,40 @@ int mseg__reg_scrub(struct mseg *seg) {
 
 /* Deep check (mseg_check): every live slot refers to a sound entry whose
  * name hashes to it, is reachable from its home slot, and is the only
- * entry with its key on that path; the counters match. The caller holds
- * the lock, or (read-only) re-checks the table word afterwards. */
-int mseg__reg_check_table(struct mseg *seg) {
+ * entry with its key on that path; the counters match.
+ *
+ * @quiescent: the caller holds the lock, so nothing moves. Otherwise (a
+ * read-only mapping, writers busy elsewhere) a finding counts only if the
+ * slots involved still hold what we read, and the counters, which writers
+ * change one step apart from the slots, are not compared. An EMPTY slot
+ * never reappears inside a table, so reachability needs no such care. */
+static bool moved(_Atomic uint64_t *slot, uint64_t ref) {
+        atomic_thread_fence(memory_order_acquire);
+        return atomic_load_explicit(slot, memory_order_acquire) != ref;
+}
+
+int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
-        uint64_t named = 0, unique = 0, tombs = 0, toff, mask;
+        uint64_t named = 0, unique = 0, tombs = 0, mask;
+        struct reg_tab tb;
         reg_table *t;
         int err;
 
         if (!w) {
-                if (live_names(root))
+                if (quiescent && live_names(root))
                         return mseg__error(MSEG_E_CORRUPT, "registry counts names but has no table");
                 return 0;
         }
-        t = mseg__reg_table(seg, w, &toff, &err);
-        if (!t)
+        err = mseg__reg_table(seg, w, &tb);
+        if (err < 0)
                 return err;
-        mask = t->cap - 1;
+        t = tb.t;
+        mask = tb.mask;
         for (uint64_t i = 0; i <= mask; i++) {
                 uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, j;
-                reg_entry *e;
+                char name[MSEG_NAME_MAX + 1];
+                struct reg_view v;
                 int r;
 
                 if (ref == REG_SLOT_EMPTY)
@@ -570,44 +594,60 @@ int mseg__reg_check_table(struct mseg *seg) {
                         continue;
                 }
                 off = reg_ref_off(ref);
-                e = mseg__reg_entry_at(seg, off);
-                if (!e)
-                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: entry offset 0x%llx out of range",
-                                           (unsigned long long) i, (unsigned long long) off);
-                r = mseg__reg_entry_check(seg, off, e);
-                if (r < 0)
+                r = mseg__reg_entry_check(seg, off, &v);
+                if (r == 0 && v.gen == 0) {
+                        if (!quiescent)
+                                continue;       /* being destroyed right now */
+                        r = mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx is indexed but destroyed",
+                                        (unsigned long long) off);
+                }
+                if (r == 0 && v.kind == MSEG_KIND_ANONYMOUS)
+                        r = mseg__error(MSEG_E_CORRUPT, "registry slot %llu: anonymous entry indexed",
+                                        (unsigned long long) i);
+                if (r == 0) {
+                        memcpy(name, v.name, v.name_len);
+                        if (v.hash != mseg__reg_hash(seg->hdr->sip_key, v.kind, name, v.name_len) ||
+                            (v.hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
+                                r = mseg__error(MSEG_E_CORRUPT, "registry slot %llu: hash of \"%.*s\" does not match",
+                                                (unsigned long long) i, (int) v.name_len, name);
+                }
+                if (r < 0) {
+                        if (!quiescent && moved(&t->slots[i], ref))
+                                continue;
                         return r;
-                if (e->kind == MSEG_KIND_ANONYMOUS)
-                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: anonymous entry indexed",
-                                           (unsigned long long) i);
-                if (e->hash != mseg__reg_hash(seg->hdr->sip_key, e->kind, e->names, e->name_len) ||
-                    (e->hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
-                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: hash of \"%.*s\" does not match",
-                                           (unsigned long long) i, (int) e->name_len, e->names);
+                }
                 /* Reachable from home, and no duplicate key on the way. */
-                for (j = home_slot(e->hash, t->log2cap); j != i; j = (j + 1) & mask) {
+                for (j = home_slot(v.hash, tb.log2); j != i; j = (j + 1) & mask) {
                         uint64_t r2 = atomic_load_explicit(&t->slots[j], memory_order_acquire);
-                        reg_entry *e2;
+                        struct reg_view v2;
 
                         if (r2 == REG_SLOT_EMPTY)
                                 return mseg__error(MSEG_E_CORRUPT, "registry slot %llu: \"%.*s\" is unreachable",
-                                                   (unsigned long long) i, (int) e->name_len, e->names);
-                        if (r2 == ref)
+                                                   (unsigned long long) i, (int) v.name_len, name);
+                        if (r2 == ref) {
+                                if (!quiescent && (moved(&t->slots[i], ref) || moved(&t->slots[j], r2)))
+                                        continue;
                                 return mseg__error(MSEG_E_CORRUPT, "registry: entry 0x%llx indexed twice",
                                                    (unsigned long long) off);
+                        }
                         if (!reg_ref_live(r2) || reg_ref_frag(r2) != reg_ref_frag(ref))
                                 continue;
-                        e2 = mseg__reg_entry_at(seg, reg_ref_off(r2));
-                        if (e2 && e2->hash == e->hash && e2->kind == e->kind && e2->name_len == e->name_len &&
-                            !memcmp(e2->names, e->names, e->name_len))
+                        if (mseg__reg_entry_check(seg, reg_ref_off(r2), &v2) == 0 && v2.gen && v2.hash == v.hash &&
+                            v2.kind == v.kind && v2.name_len == v.name_len &&
+                            seg_bytes_equal(v2.name, name, v.name_len)) {
+                                if (!quiescent && (moved(&t->slots[i], ref) || moved(&t->slots[j], r2)))
+                                        continue;
                                 return mseg__error(MSEG_E_CORRUPT, "registry: name \"%.*s\" indexed twice",
-                                                   (int) e->name_len, e->names);
+                                                   (int) v.name_len, name);
+                        }
                 }
-                if (e->kind == MSEG_KIND_NAMED)
+                if (v.kind == MSEG_KIND_NAMED)
                         named++;
                 else
                         unique++;
         }
+        if (!quiescent)
+                return 0;
         if (named + unique + tombs > mask)
                 return mseg__error(MSEG_E_CORRUPT, "registry table has no empty slot");
         if (named != atomic_load_explicit(&root->named_count, memory_order_relaxed) ||
@@ -625,9 +665,10 @@ int mseg__reg_snapshot(struct mseg *seg, uint8_t kind, struct reg_snap **ret, si
         reg_root *root = reg_root_of(seg);
 
         for (unsigned attempt = 0; attempt < 64; attempt++) {
-                uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire), toff;
+                uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
                 struct reg_snap *v = NULL;
                 size_t n = 0, cap = 0;
+                struct reg_tab tb;
                 reg_table *t;
                 int err;
 
@@ -636,13 +677,14 @@ int mseg__reg_snapshot(struct mseg *seg, uint8_t kind, struct reg_snap **ret, si
                         *ret_n = 0;
                         return 0;
                 }
-                t = mseg__reg_table(seg, w, &toff, &err);
-                if (!t) {
+                err = mseg__reg_table(seg, w, &tb);
+                if (err < 0) {
                         if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
                                 continue;
                         return err;
                 }
-                for (uint64_t i = 0, tcap = REG_LOAD(t->cap); i < tcap; i++) {
+                t = tb.t;
+                for (uint64_t i = 0; i <= tb.mask; i++) {
                         uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, g;
                         reg_entry *e;
 

@@ -149,21 +149,25 @@ static void reg_unlock(reg_root *root) {
 
 /* ----------------------------------------------------------- crash repair */
 
-static uint64_t current_table(struct mseg *seg, reg_table **ret_t) {
+/* The current table, validated (tb->t NULL: none or damaged). */
+static void current_table(struct mseg *seg, struct reg_tab *tb) {
         reg_root *root = reg_root_of(seg);
-        uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire), off = 0;
-        int err;
 
-        *ret_t = mseg__reg_table(seg, w, &off, &err);
-        return *ret_t ? off : 0;
+        if (mseg__reg_table(seg, atomic_load_explicit(&root->table, memory_order_acquire), tb) < 0)
+                tb->t = NULL;
 }
 
+/* Free an entry block an intent record names. The record forgets it first:
+ * a crash between the two leaks the block instead of freeing it twice. The
+ * header may be unwritten (a crash right after the allocation), so only the
+ * bounds are checked here; mseg__free_off() refuses what is not a block. */
 static void free_entry(struct mseg *seg, reg_intent *it, uint64_t entry_off) {
         reg_entry *e = mseg__reg_entry_at(seg, entry_off);
 
-        if (!e || e->magic != REG_ENTRY_MAGIC)
-                return;         /* never free what is not an entry: leak it */
-        atomic_store_explicit(&e->gen, 0, memory_order_release);
+        if (!e)
+                return;
+        if (REG_LOAD(e->magic) == REG_ENTRY_MAGIC)
+                atomic_store_explicit(&e->gen, 0, memory_order_release);
         atomic_store_explicit(&it->entry_off, 0, memory_order_release);
         mseg__free_off(seg, entry_off);
 }
@@ -174,12 +178,13 @@ static void repair_op(struct mseg *seg, reg_intent *it) {
         uint64_t toff = atomic_load_explicit(&it->table_off, memory_order_relaxed);
         uint64_t slot = atomic_load_explicit(&it->slot, memory_order_relaxed);
         bool published = false;
-        reg_table *t;
+        struct reg_tab tb;
 
         if (op == REG_OP_NONE)
                 return;
-        if (toff && entry_off && toff == current_table(seg, &t) && slot < t->cap) {
-                uint64_t ref = atomic_load_explicit(&t->slots[slot], memory_order_relaxed);
+        current_table(seg, &tb);
+        if (toff && entry_off && tb.t && toff == tb.off && slot <= tb.mask) {
+                uint64_t ref = atomic_load_explicit(&tb.t->slots[slot], memory_order_relaxed);
                 published = reg_ref_live(ref) && reg_ref_off(ref) == entry_off;
         }
         if (op == REG_OP_CONSTRUCT) {
@@ -189,7 +194,7 @@ static void repair_op(struct mseg *seg, reg_intent *it) {
         } else if (op == REG_OP_DESTROY) {
                 /* Finish it; the destructors were the dead process's to run. */
                 if (published)
-                        atomic_store_explicit(&t->slots[slot], REG_SLOT_TOMB, memory_order_release);
+                        atomic_store_explicit(&tb.t->slots[slot], REG_SLOT_TOMB, memory_order_release);
                 if (entry_off)
                         free_entry(seg, it, entry_off);
         }
@@ -255,12 +260,12 @@ static void dtor_remember(const mseg_type *t, size_t tlen) {
 
 typedef void (*dtor_fn)(void *elem, size_t index);
 
-static dtor_fn dtor_lookup(const reg_entry *e) {
+static dtor_fn dtor_lookup(const struct reg_view *v) {
         struct dtor_rec *d;
         dtor_fn fn = NULL;
 
         pthread_mutex_lock(&dtor_mu);
-        d = dtor_find(e->names + e->name_len + 1, e->type_len, e->elem_size, (size_t) 1 << e->align_log2);
+        d = dtor_find(v->type_name, v->type_len, (size_t) v->elem_size, (size_t) 1 << v->align_log2);
         if (d)
                 fn = d->fn;
         pthread_mutex_unlock(&dtor_mu);
@@ -376,6 +381,8 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         memcpy(e->names + len + 1, type->name, tlen + 1);
         memcpy(seg->base + off + delta - 8, &delta, 8);
         obj = seg->base + off + delta;
+        if (it)
+                MSEG_TEST_HOOK("registry.construct.init");
 
         if (!init) {
                 memset(obj, 0, bytes);
@@ -403,8 +410,8 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         /* init may itself have constructed or destroyed names (nested):
          * look again, then find the slot in the table as it is now. */
         {
-                reg_table *t;
-                uint64_t toff, slot, old, gen;
+                struct reg_tab tb;
+                uint64_t slot, old, gen;
 
                 r = mseg__reg_lookup(seg, &k, type, &hit);
                 if (r != 0) {
@@ -422,25 +429,26 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 r = mseg__reg_make_room(seg);
                 if (r < 0)
                         goto fail_free;
-                toff = current_table(seg, &t);
-                if (!t) {
+                current_table(seg, &tb);
+                if (!tb.t) {
                         r = mseg__error(MSEG_E_CORRUPT, "registry table vanished");
                         goto fail_free;
                 }
-                r = mseg__reg_insert_slot(seg, t, k.hash, &slot);
+                r = mseg__reg_insert_slot(&tb, k.hash, &slot);
                 if (r < 0)
                         goto fail_free;
-                atomic_store_explicit(&it->table_off, toff, memory_order_relaxed);
+                atomic_store_explicit(&it->table_off, tb.off, memory_order_relaxed);
                 atomic_store_explicit(&it->slot, slot, memory_order_release);
 
                 gen = atomic_fetch_add_explicit(&root->next_gen, 1, memory_order_relaxed) + 1;
                 atomic_store_explicit(&e->gen, gen, memory_order_relaxed);
-                old = atomic_load_explicit(&t->slots[slot], memory_order_relaxed);
+                old = atomic_load_explicit(&tb.t->slots[slot], memory_order_relaxed);
                 /* The publish: everything above becomes visible at once. */
-                atomic_store_explicit(&t->slots[slot], reg_ref_make(off, k.hash), memory_order_release);
+                atomic_store_explicit(&tb.t->slots[slot], reg_ref_make(off, k.hash), memory_order_release);
                 if (old == REG_SLOT_EMPTY)
                         atomic_store_explicit(&root->used, atomic_load_explicit(&root->used, memory_order_relaxed) + 1,
                                               memory_order_relaxed);
+                MSEG_TEST_HOOK("registry.construct.published");
                 if (kind == MSEG_KIND_NAMED)
                         atomic_store_explicit(&root->named_count,
                                               atomic_load_explicit(&root->named_count, memory_order_relaxed) + 1,
@@ -477,9 +485,10 @@ fail:
 static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_type *type, uint64_t expect_entry) {
         reg_root *root = reg_root_of(seg);
         struct reg_hit hit;
+        struct reg_view v;
+        struct reg_tab tb;
         reg_intent *it;
         reg_entry *e;
-        reg_table *t;
         dtor_fn fn;
         int r, depth;
 
@@ -502,12 +511,17 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
                 reg_unlock(root);
                 return mseg__error(-EINVAL, "pointer is not the object named \"%.*s\"", (int) k->len, k->name);
         }
-        if (current_table(seg, &t) != hit.table_off || !t) {
+        current_table(seg, &tb);
+        if (!tb.t || tb.off != hit.table_off || hit.slot > tb.mask) {
                 reg_unlock(root);
                 return mseg__error(MSEG_E_CORRUPT, "registry table moved under the lock");
         }
-        e = (reg_entry *) (seg->base + hit.entry_off);
-        fn = type ? type->destroy : dtor_lookup(e);
+        if (mseg__reg_entry_check(seg, hit.entry_off, &v) < 0) {
+                reg_unlock(root);
+                return MSEG_E_CORRUPT;
+        }
+        e = v.e;
+        fn = type ? type->destroy : dtor_lookup(&v);
 
         it = &root->op[depth - 1];
         atomic_store_explicit(&it->entry_off, hit.entry_off, memory_order_relaxed);
@@ -517,7 +531,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
 
         /* Unpublish first: readers stop finding it before it is torn down. */
         atomic_store_explicit(&e->gen, 0, memory_order_release);
-        atomic_store_explicit(&t->slots[hit.slot], REG_SLOT_TOMB, memory_order_release);
+        atomic_store_explicit(&tb.t->slots[hit.slot], REG_SLOT_TOMB, memory_order_release);
         if (k->kind == MSEG_KIND_NAMED)
                 atomic_store_explicit(&root->named_count,
                                       atomic_load_explicit(&root->named_count, memory_order_relaxed) - 1,
@@ -527,7 +541,8 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
                                       atomic_load_explicit(&root->unique_count, memory_order_relaxed) - 1,
                                       memory_order_relaxed);
 
-        run_dtors(fn, obj_of(seg, hit.obj_off), e->elem_size, hit.count);
+        MSEG_TEST_HOOK("registry.destroy.unpublished");
+        run_dtors(fn, obj_of(seg, hit.obj_off), v.elem_size, hit.count);
 
         atomic_store_explicit(&it->entry_off, 0, memory_order_release);
         mseg__free_off(seg, hit.entry_off);
@@ -538,23 +553,21 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
 }
 
 /* The entry of an object pointer the construction family returned, checked. */
-static reg_entry *entry_of_ptr(struct mseg *seg, const void *p, uint64_t *ret_off) {
+static int view_of_ptr(struct mseg *seg, const void *p, struct reg_view *v, uint64_t *ret_off) {
         uint64_t obj_off, delta, off;
-        reg_entry *e;
 
         if (!seg || !p)
-                return mseg__error_null(-EINVAL, "NULL segment or pointer");
+                return mseg__error(-EINVAL, "NULL segment or pointer");
         obj_off = mseg_handle_of(seg, p);
         if (obj_off < seg->data_off + sizeof(reg_entry) + 12 || (obj_off & 15))
-                return mseg__error_null(-EINVAL, "pointer is not an object of this segment");
-        memcpy(&delta, seg->base + obj_off - 8, 8);
+                return mseg__error(-EINVAL, "pointer is not an object of this segment");
+        delta = REG_LOAD(*(uint64_t *) (void *) (seg->base + obj_off - 8));
         off = obj_off - delta;
-        if (delta > obj_off || delta < sizeof(reg_entry) + 12 || !(e = mseg__reg_entry_at(seg, off)) ||
-            e->magic != REG_ENTRY_MAGIC || e->obj_off != obj_off ||
-            mseg__reg_entry_check(seg, off, e) < 0)
-                return mseg__error_null(-EINVAL, "pointer is not an object of this segment");
+        if (delta > obj_off || delta < sizeof(reg_entry) + 12 || mseg__reg_entry_check(seg, off, v) < 0 ||
+            v->obj_off != obj_off)
+                return mseg__error(-EINVAL, "pointer is not an object of this segment");
         *ret_off = off;
-        return e;
+        return 0;
 }
 
 /* ------------------------------------------------------------ public API */
@@ -633,28 +646,29 @@ int mseg_destroy(mseg *seg, const char *name, const mseg_type *type) {
 int mseg_destroy_ptr(mseg *seg, void *p) {
         char name[MSEG_NAME_MAX + 1];
         struct reg_key k;
+        struct reg_view v;
         uint64_t off, gen;
-        reg_entry *e;
         dtor_fn fn;
+        int r;
 
-        e = entry_of_ptr(seg, p, &off);
-        if (!e)
-                return -EINVAL;
+        r = view_of_ptr(seg, p, &v, &off);
+        if (r < 0)
+                return r;
         if (seg->read_only)
                 return mseg__error(-EROFS, "segment is mapped read-only");
-        if (e->kind != MSEG_KIND_ANONYMOUS) {
+        if (v.kind != MSEG_KIND_ANONYMOUS) {
                 /* Copy the name out: the entry is freed while we use the key. */
-                memcpy(name, e->names, e->name_len);
-                mseg__reg_key(seg, &k, e->kind, name, e->name_len);
+                memcpy(name, v.name, v.name_len);
+                mseg__reg_key(seg, &k, v.kind, name, v.name_len);
                 return reg_destroy(seg, &k, NULL, off);
         }
         /* Anonymous: no index, no lock. Claim it with one CAS so that two
          * racing destroyers cannot both free it. */
-        gen = atomic_load_explicit(&e->gen, memory_order_acquire);
-        if (!gen || !atomic_compare_exchange_strong(&e->gen, &gen, 0))
+        gen = v.gen;
+        if (!gen || !atomic_compare_exchange_strong(&v.e->gen, &gen, 0))
                 return mseg__error(-EINVAL, "object was destroyed already");
-        fn = dtor_lookup(e);
-        run_dtors(fn, (uint8_t *) p, e->elem_size, e->count);
+        fn = dtor_lookup(&v);
+        run_dtors(fn, (uint8_t *) p, v.elem_size, v.count);
         mseg__free_off(seg, off);
         return 0;
 }
@@ -715,38 +729,42 @@ void *mseg_construct_anonymous(mseg *seg, const mseg_type *type, size_t count, m
         return reg_construct(seg, MSEG_KIND_ANONYMOUS, NULL, 0, type, tlen, count, init, arg, false);
 }
 
-/* A live entry (generation not 0) for instance information. */
-static reg_entry *live_entry_of_ptr(mseg *seg, const void *p) {
+/* A live object's entry (generation not 0), for instance information. */
+static int live_view_of_ptr(mseg *seg, const void *p, struct reg_view *v) {
         uint64_t off;
-        reg_entry *e = entry_of_ptr(seg, p, &off);
+        int r = view_of_ptr(seg, p, v, &off);
 
-        if (e && atomic_load_explicit(&e->gen, memory_order_acquire) == 0)
-                return mseg__error_null(-EINVAL, "object was destroyed");
-        return e;
+        if (r == 0 && v->gen == 0)
+                r = mseg__error(-EINVAL, "object was destroyed");
+        return r;
 }
 
 const char *mseg_instance_name(mseg *seg, const void *p) {
-        reg_entry *e = live_entry_of_ptr(seg, p);
+        struct reg_view v;
+        int r = live_view_of_ptr(seg, p, &v);
 
-        if (!e)
+        if (r < 0) {
+                errno = mseg__errno_of(r);
                 return NULL;
-        if (e->kind == MSEG_KIND_ANONYMOUS) {
+        }
+        if (v.kind == MSEG_KIND_ANONYMOUS) {
                 errno = 0;
                 return NULL;
         }
-        return e->names;
+        return v.name;
 }
 
 size_t mseg_instance_length(mseg *seg, const void *p) {
-        reg_entry *e = live_entry_of_ptr(seg, p);
+        struct reg_view v;
 
-        return e ? (size_t) e->count : 0;
+        return live_view_of_ptr(seg, p, &v) < 0 ? 0 : (size_t) v.count;
 }
 
 int mseg_instance_kind(mseg *seg, const void *p) {
-        reg_entry *e = live_entry_of_ptr(seg, p);
+        struct reg_view v;
+        int r = live_view_of_ptr(seg, p, &v);
 
-        return e ? e->kind : -errno;
+        return r < 0 ? r : v.kind;
 }
 
 int mseg_atomic(mseg *seg, int (*fn)(mseg *seg, void *arg), void *arg) {
@@ -855,21 +873,29 @@ static int reg_foreach(mseg *seg, uint8_t kind, int (*fn)(const struct mseg_obje
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n && r == 0; i++) {
-                reg_entry *e = mseg__reg_entry_at(seg, v[i].off);
+                char name[MSEG_NAME_MAX + 1], type_name[MSEG_NAME_MAX + 1];
                 struct mseg_object_info info;
+                struct reg_view ev;
 
-                if (!e || atomic_load_explicit(&e->gen, memory_order_acquire) != v[i].gen ||
-                    mseg__reg_entry_check(seg, v[i].off, e) < 0 ||
-                    atomic_load_explicit(&e->gen, memory_order_acquire) != v[i].gen)
+                if (mseg__reg_entry_check(seg, v[i].off, &ev) < 0 || ev.gen != v[i].gen)
                         continue;       /* destroyed since the snapshot */
-                info.name = e->names;
-                info.name_len = e->name_len;
-                info.type_name = e->names + e->name_len + 1;
-                info.elem_size = (size_t) e->elem_size;
-                info.align = (size_t) 1 << e->align_log2;
-                info.count = (size_t) e->count;
-                info.handle = e->obj_off;
-                info.kind = e->kind;
+                /* Copies: another process may destroy the object while the
+                 * callback runs; the copies, checked below, stay whole. */
+                memcpy(name, ev.name, ev.name_len);
+                name[ev.name_len] = 0;
+                memcpy(type_name, ev.type_name, ev.type_len);
+                type_name[ev.type_len] = 0;
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&ev.e->gen, memory_order_acquire) != v[i].gen)
+                        continue;
+                info.name = name;
+                info.name_len = ev.name_len;
+                info.type_name = type_name;
+                info.elem_size = (size_t) ev.elem_size;
+                info.align = (size_t) 1 << ev.align_log2;
+                info.count = (size_t) ev.count;
+                info.handle = ev.obj_off;
+                info.kind = ev.kind;
                 r = fn(&info, arg);
         }
         free(v);
@@ -964,13 +990,11 @@ int mseg__registry_check(struct mseg *seg) {
                 /* No lock: check, then make sure the table did not move. */
                 for (int attempt = 0; attempt < 16; attempt++) {
                         uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
-                        r = mseg__reg_check_table(seg);
-                        if (atomic_load_explicit(&root->table, memory_order_acquire) != w)
-                                continue;
-                        if (r == 0 || attempt == 15)
+                        r = mseg__reg_check_table(seg, false);
+                        if (atomic_load_explicit(&root->table, memory_order_acquire) == w)
                                 return r;
                 }
-                return 0;
+                return 0;       /* the table kept moving: nothing to report */
         }
         depth = reg_lock(seg, root);
         if (depth < 0)
@@ -984,7 +1008,7 @@ int mseg__registry_check(struct mseg *seg) {
                                 r = mseg__error(MSEG_E_CORRUPT, "registry intent record %d left behind", d);
         }
         if (r == 0)
-                r = mseg__reg_check_table(seg);
+                r = mseg__reg_check_table(seg, true);
         reg_unlock(root);
         return r;
 }

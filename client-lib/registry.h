@@ -188,11 +188,21 @@ int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type 
 /* Check an entry reference: bounds, magic, sizes. NULL if bad. */
 reg_entry *mseg__reg_entry_at(struct mseg *seg, uint64_t entry_off);
 
-/* Current table, validated (NULL: none). MSEG_E_CORRUPT via *err. */
-reg_table *mseg__reg_table(struct mseg *seg, uint64_t tword, uint64_t *ret_off, int *err);
+/* A table as validated once: its geometry is read a single time, so that a
+ * table freed and reused under a reader cannot make it index out of bounds. */
+struct reg_tab {
+        reg_table *t;                   /* NULL: no table */
+        uint64_t off;
+        unsigned log2;
+        uint64_t mask;                  /* cap - 1 */
+};
+
+/* Validate the table the table word @tword names. 0 (tb->t NULL when the
+ * word says "no table") or MSEG_E_CORRUPT. */
+int mseg__reg_table(struct mseg *seg, uint64_t tword, struct reg_tab *tb);
 
 /* Writers (lock held). Find the slot a new entry goes in; requires room. */
-int mseg__reg_insert_slot(struct mseg *seg, reg_table *t, uint64_t hash, uint64_t *ret_slot);
+int mseg__reg_insert_slot(const struct reg_tab *tb, uint64_t hash, uint64_t *ret_slot);
 /* Make room for one more name (grow or clean tombstones). */
 int mseg__reg_make_room(struct mseg *seg);
 /* After a removal: shrink or free the table when it is mostly empty. */
@@ -204,10 +214,23 @@ void mseg__reg_repair_rehash(struct mseg *seg);
 /* Drop references to dead or invalid entries; recount. (repair) */
 int mseg__reg_scrub(struct mseg *seg);
 /* Deep check of the table and every entry. */
-int mseg__reg_check_table(struct mseg *seg);
+int mseg__reg_check_table(struct mseg *seg, bool quiescent);
 
-/* Validate an entry fully (for the deep check and iteration). */
-int mseg__reg_entry_check(struct mseg *seg, uint64_t entry_off, const reg_entry *e);
+/* A validated copy of an entry's header, read once: later changes by other
+ * processes cannot make the caller read out of bounds. */
+struct reg_view {
+        reg_entry *e;
+        uint8_t kind, name_len, type_len, align_log2;
+        uint64_t gen, hash, count, elem_size, obj_off;
+        const char *name;               /* into the segment, NUL-terminated */
+        const char *type_name;
+};
+
+/* Read and validate the entry at @entry_off fully (bounds, magic, fields,
+ * names, object placement, back link): 0 with *v filled, or MSEG_E_CORRUPT.
+ * The generation is reported as read (v->gen, 0 once destroyed); whether a
+ * destroyed entry is an error is the caller's call. */
+int mseg__reg_entry_check(struct mseg *seg, uint64_t entry_off, struct reg_view *v);
 
 /* Iteration snapshot: (entry_off, gen) pairs of live entries of @kind. */
 struct reg_snap {

@@ -355,7 +355,8 @@ MSEG_API int mseg_atomic(mseg *seg, int (*fn)(mseg *seg, void *arg), void *arg);
 MSEG_API MSEG_MUST_CHECK int mseg_wait_name(mseg *seg, const char *name, const mseg_type *type,
                                             int64_t timeout_ms);
 
-/** One object, as iteration reports it. Strings point into the segment. */
+/** One object, as iteration reports it. The strings are copies, valid
+ * during the callback (another process may destroy the object meanwhile). */
 struct mseg_object_info {
         const char *name;         /* NUL-terminated; NULL for anonymous */
         size_t name_len;
