@@ -205,6 +205,7 @@ static void repair_op(struct mseg *seg, reg_intent *it) {
 
 static int reg_repair(struct mseg *seg) {
         reg_root *root = reg_root_of(seg);
+        int r;
 
         if (root->magic != REG_ROOT_MAGIC)
                 return mseg__error(MSEG_E_CORRUPT, "registry root is damaged");
@@ -212,7 +213,13 @@ static int reg_repair(struct mseg *seg) {
         mseg__reg_repair_rehash(seg);
         for (int d = REG_MAX_DEPTH - 1; d >= 0; d--)
                 repair_op(seg, &root->op[d]);
-        return mseg__reg_scrub(seg);
+        r = mseg__reg_scrub(seg);
+        if (r < 0)
+                return r;
+        /* A dead destroyer may have removed the last name without freeing
+         * the table; a failure to shrink is harmless. */
+        (void) mseg__reg_maybe_shrink(seg);
+        return 0;
 }
 
 /* ------------------------------------------------- per-process destructors */

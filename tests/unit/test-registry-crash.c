@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-registry-crash: a process killed with SIGKILL inside a registry
+ * operation, with the registry lock held, leaves a segment that the next
+ * writer repairs (EOWNERDEAD -> repair -> consistent) and that passes
+ * mseg_check, with no name half-made and no block lost.
+ *
+ * A child (this program re-executed, so that its test hook is armed from
+ * the environment) stops at a named point inside the operation; the parent
+ * kills it there, then carries on:
+ *   construct.init       before init ran: the name does not exist, its block is freed
+ *   construct.published  after the publish: the name exists, counts are right,
+ *                        and a waiter that was asleep on it still wakes
+ *   destroy.unpublished  after the unpublish: the name is gone, its block freed
+ *   rehash.built         index rebuild not yet published: old index kept, new freed
+ *   rehash.published     rebuild published: old index freed
+ *   nested               inside an init's own construct: both undone
+ */
+#include <fcntl.h>
+#include <poll.h>
+
+#include "test-registry-common.h"
+#include "registry.h"
+
+#define SEG_SIZE ((uint64_t) 8 << 20)
+
+struct shared {
+        _Atomic int made;               /* names the child finished */
+        _Atomic int waiter_rc;
+};
+
+static const mseg_type int_type = { "int", sizeof(int), _Alignof(int), NULL };
+
+static int nested_init(void *elem, size_t index, void *arg) {
+        (void) elem;
+        (void) index;
+        return mseg_construct(arg, "inner", &int_type, 1, NULL, NULL) ? 0 : -errno;
+}
+
+/* ---- the child: runs until its hook stops it ---- */
+
+static int child_main(const char *what, const char *path, struct shared *sh) {
+        mseg *seg = open_file_seg(path, MSEG_OPEN_ONLY, 0, 0);
+        char name[32];
+
+        if (!strcmp(what, "construct.init") || !strcmp(what, "construct.published"))
+                (void) !mseg_construct(seg, "victim", &int_type, 4, NULL, NULL);
+        else if (!strcmp(what, "destroy.unpublished"))
+                (void) mseg_destroy(seg, "victim", &int_type);
+        else if (!strcmp(what, "nested"))
+                (void) !mseg_construct(seg, "outer", &int_type, 1, nested_init, seg);
+        else
+                for (int i = 0; i < 100000; i++) {      /* until a rebuild stops us */
+                        snprintf(name, sizeof(name), "fill%d", i);
+                        ASSERT_NOT_NULL(mseg_construct(seg, name, &int_type, 1, NULL, NULL));
+                        atomic_store(&sh->made, i + 1);
+                }
+        return 3;                       /* the hook never fired */
+}
+
+/* ---- the parent ---- */
+
+static void kill_at(const char *path, const char *point, const char *what) {
+        int fds[2];
+        char hook[64], fdbuf[16], c;
+        struct pollfd pfd;
+        pid_t pid;
+        int st;
+
+        ASSERT_EQ(pipe(fds), 0);
+        pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                char *argv[] = { "test-registry-crash", "child", (char *) what, (char *) path, NULL };
+
+                close(fds[0]);
+                snprintf(hook, sizeof(hook), "%s", point);
+                snprintf(fdbuf, sizeof(fdbuf), "%d", fds[1]);
+                setenv("MSEG_TEST_HOOK", hook, 1);
+                setenv("MSEG_TEST_HOOK_FD", fdbuf, 1);
+                execv("/proc/self/exe", argv);
+                _exit(127);
+        }
+        close(fds[1]);
+        pfd = (struct pollfd){ .fd = fds[0], .events = POLLIN };
+        if (poll(&pfd, 1, 20000) != 1 || read(fds[0], &c, 1) != 1)
+                FAIL("child never reached %s", point);
+        kill(pid, SIGKILL);
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        close(fds[0]);
+}
+
+static uint32_t repairs(mseg *seg) {
+        return atomic_load(&reg_root_of(seg)->lock.repairs);
+}
+
+static void waiter(const char *path, struct shared *sh) {
+        mseg *seg = open_file_seg(path, MSEG_OPEN_ONLY, 0, 0);
+
+        sh->waiter_rc = mseg_wait_name(seg, "victim", &int_type, 20000);
+        _exit(0);
+}
+
+#ifndef MSEG_TEST_HOOKS
+int main(void) {
+        printf("test-registry-crash: skipped (built without -Dtest_hooks=true)\n");
+        return TEST_SKIP;
+}
+#else
+int main(int argc, char **argv) {
+        static struct shared *sh;
+        char path[128];
+        uint32_t rep;
+        pid_t wpid;
+        mseg *seg;
+        int *p;
+
+        if (argc == 4 && !strcmp(argv[1], "child")) {
+                /* The shared counters live in a file next to the segment. */
+                char shpath[160];
+                int fd;
+
+                snprintf(shpath, sizeof(shpath), "%s.sh", argv[3]);
+                fd = open(shpath, O_RDWR);
+                ASSERT(fd >= 0);
+                sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                ASSERT(sh != MAP_FAILED);
+                return child_main(argv[2], argv[3], sh);
+        }
+
+        scratch_path(path, sizeof(path), "crash");
+        {
+                char shpath[160];
+                int fd;
+
+                snprintf(shpath, sizeof(shpath), "%s.sh", path);
+                fd = open(shpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+                ASSERT(fd >= 0 && ftruncate(fd, 4096) == 0);
+                sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                ASSERT(sh != MAP_FAILED);
+                close(fd);
+        }
+        seg = open_file_seg(path, MSEG_CREATE_ONLY, SEG_SIZE, 0);
+
+        /* Killed before init: nothing of "victim" remains. */
+        rep = repairs(seg);
+        kill_at(path, "registry.construct.init", "construct.init");
+        ASSERT_NULL_ERRNO(mseg_find(seg, "victim", &int_type, NULL), ENOENT);  /* readers need no repair */
+        ASSERT_OK(mseg_check(seg));                                             /* takes the lock: repairs */
+        ASSERT_EQ(repairs(seg), rep + 1);
+        ASSERT_EQ(mseg_named_count(seg), 0);
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+
+        /* Killed after the publish, before counting and waking: "victim"
+         * exists, whole, and a waiter asleep on it still returns. */
+        wpid = fork();
+        ASSERT(wpid >= 0);
+        if (wpid == 0)
+                waiter(path, sh);
+        {
+                struct timespec settle = { 0, 100 * 1000000 };
+                nanosleep(&settle, NULL);
+        }
+        kill_at(path, "registry.construct.published", "construct.published");
+        wait_children(&wpid, 1);
+        ASSERT_EQ(sh->waiter_rc, 0);
+        p = mseg_find(seg, "victim", &int_type, NULL);
+        ASSERT_NOT_NULL(p);
+        ASSERT(p[0] == 0 && p[3] == 0);
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(mseg_named_count(seg), 1);
+
+        /* Killed inside a destroy, after the unpublish. */
+        kill_at(path, "registry.destroy.unpublished", "destroy.unpublished");
+        ASSERT_NULL_ERRNO(mseg_find(seg, "victim", &int_type, NULL), ENOENT);
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(mseg_named_count(seg), 0);
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+
+        /* Killed inside index rebuilds, before and after their publish. */
+        for (int pass = 0; pass < 2; pass++) {
+                char name[32];
+                int made;
+
+                atomic_store(&sh->made, 0);
+                /* the 2nd rebuild: the first creates the table */
+                kill_at(path, pass ? "registry.rehash.published:2" : "registry.rehash.built:2", "fill");
+                ASSERT_OK(mseg_check(seg));
+                made = atomic_load(&sh->made);
+                ASSERT(made > 0);
+                /* Every name finished before the kill is there; the one being
+                 * made when it died is there only if it was published. */
+                for (int i = 0; i < made; i++) {
+                        snprintf(name, sizeof(name), "fill%d", i);
+                        ASSERT_NOT_NULL(mseg_find(seg, name, &int_type, NULL));
+                }
+                ASSERT(mseg_named_count(seg) == (size_t) made);
+                for (int i = 0; i < made; i++) {
+                        snprintf(name, sizeof(name), "fill%d", i);
+                        ASSERT_OK(mseg_destroy(seg, name, &int_type));
+                }
+                ASSERT_OK(mseg_check(seg));
+                ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        }
+
+        /* Killed in a construct nested inside another's init. */
+        kill_at(path, "registry.construct.init:2", "nested");
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_NULL_ERRNO(mseg_find(seg, "outer", &int_type, NULL), ENOENT);
+        ASSERT_NULL_ERRNO(mseg_find(seg, "inner", &int_type, NULL), ENOENT);
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+
+        /* And the registry works as before. */
+        ASSERT_NOT_NULL(mseg_construct(seg, "after", &int_type, 1, NULL, NULL));
+        ASSERT_OK(mseg_destroy(seg, "after", &int_type));
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        rep = repairs(seg) - rep;
+        mseg_close(seg);
+        unlink(path);
+        {
+                char shpath[160];
+                snprintf(shpath, sizeof(shpath), "%s.sh", path);
+                unlink(shpath);
+        }
+        printf("test-registry-crash: ok (%u repairs)\n", rep);
+        return 0;
+}
+#endif
