@@ -175,6 +175,13 @@ uint64_t mseg__alloc_off(struct mseg *seg, uint64_t size, uint64_t align);
 int mseg__free_off(struct mseg *seg, uint64_t off);
 /* Blocks currently allocated (for all_memory_deallocated). */
 uint64_t mseg__alloc_live_blocks(struct mseg *seg);
+/* Online growth (brokered segments): raise hdr->usable to @new_usable
+ * (<= hdr->size); the allocator's frontier follows it. 0 or -EINVAL. */
+int mseg__alloc_set_usable(struct mseg *seg, uint64_t new_usable);
+/* slot.c: reclaim every slot whose owner process is gone (pid and start
+ * time from /proc no longer match; only slots claimed in our own pid
+ * namespace are judged). Returns the number reclaimed or a negative code. */
+int mseg__slots_reclaim_dead(struct mseg *seg);
 
 /* ---- registry.c ---- */
 
