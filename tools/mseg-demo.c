@@ -37,7 +37,8 @@ static int producer(void) {
         mseg *seg;
         int r;
 
-        (void) mseg_remove("demo", NULL);       /* a leftover from an earlier run */
+        if (mseg_remove("demo", NULL) == 0)     /* a leftover from an earlier run */
+                printf("[producer %d] removed a leftover segment \"demo\"\n", (int) getpid());
         r = mseg_open(&seg, "demo", MSEG_CREATE_ONLY, &o);
         if (r < 0)
                 return fail("create segment \"demo\"", r);
