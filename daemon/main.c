@@ -71,7 +71,7 @@ static const struct optdef defs[OPT__END - OPT_SOCKET] = {
         [OPT_MAX_CLIENTS_UID - OPT_SOCKET] = { "max-clients-per-uid", K_COUNT, "N  connections per uid (default: max-clients)" },
         [OPT_MAX_MESSAGE - OPT_SOCKET] = { "max-message-size", K_SIZE, "SIZE  bytes per request, 4K..64K (default 64K)" },
         [OPT_MAX_SEGMENT_SIZE - OPT_SOCKET] = { "max-segment-size", K_SIZE, "SIZE  largest max_size of a segment (default 1T)" },
-        [OPT_MAX_ATTACH - OPT_SOCKET] = { "max-attach-per-client", K_COUNT, "N  segments open on one connection (default 1024)" },
+        [OPT_MAX_ATTACH - OPT_SOCKET] = { "max-attach-per-client", K_COUNT, "N  segments open on one connection (default 16384)" },
         [OPT_HANDSHAKE - OPT_SOCKET] = { "handshake-timeout", K_MS, "SECONDS  close connections silent this long (default 10)" },
         [OPT_SYNC - OPT_SOCKET] = { "sync-interval", K_MS, "SECONDS  save attached persistent segments this often (default 30; 0 = never)" },
         [OPT_SOCKET_MODE - OPT_SOCKET] = { "socket-mode", K_MODE, "MODE  permissions of the socket file (default 0666)" },
@@ -336,7 +336,7 @@ static void defaults(void) {
         cfg.lim.max_clients_per_uid = UINT64_MAX;       /* = max_clients unless set */
         cfg.lim.max_message_size = MSEG_PROTO_MSG_MAX;
         cfg.lim.max_segment_size = UINT64_C(1) << 40;
-        cfg.lim.max_attach_per_client = 1024;
+        cfg.lim.max_attach_per_client = 16384;
 }
 
 static int check_config(void) {
@@ -446,6 +446,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         log_notice("%s received: shutting down (%llu segments, %llu connections)", strsignal(signum),
                    (unsigned long long) table.segments, (unsigned long long) server.nconns);
         shim_notify("STOPPING=1");
+        notify_stop();
         server_stop(&server);
         persist_tick(&table);           /* connections are gone: saves what was attached */
         for (struct segment *s = table.all; s; s = s->lnext)
@@ -533,8 +534,8 @@ int main(int argc, char **argv) {
         raise_nofile();
         if (prepare_state_dir() < 0)
                 return 1;
-        if (!cfg.foreground)
-                ready_fd = detach();
+        if (!cfg.foreground && !shim_managed())
+                ready_fd = detach();        /* a service manager tracks the process it started */
 
         r = uv_loop_init(&loop);
         if (r < 0) {
@@ -555,6 +556,9 @@ int main(int argc, char **argv) {
                 if (fl >= 0 && !(fl & O_NONBLOCK))
                         fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK);
         }
+        r = fdstore_adopt(&table);      /* before the state files: the stored memfds are newer */
+        if (r < 0)
+                log_error("cannot adopt the stored segments: %s", strerror(-r));
         r = persist_load_all(&table);
         if (r < 0)
                 log_error("cannot read state directory %s: %s", cfg.state_dir, strerror(-r));
@@ -571,6 +575,7 @@ int main(int argc, char **argv) {
         log_notice("msegd %s listening on %s (pid %d, state dir %s, max %llu clients, %llu segments)",
                    mseg_version(), cfg.socket_path, (int) getpid(), cfg.state_dir ? cfg.state_dir : "none",
                    (unsigned long long) cfg.lim.max_clients, (unsigned long long) cfg.lim.max_segments);
+        notify_start(&loop, &table, &server);
         shim_notify("READY=1");
         if (ready_fd >= 0) {
                 (void) !write(ready_fd, "1", 1);
@@ -580,6 +585,7 @@ int main(int argc, char **argv) {
 
         uv_run(&loop, UV_RUN_DEFAULT);
         status = 0;
+        notify_stop();
         server_stop(&server);   /* no-op after a signal; covers uv_run ending otherwise */
         uv_run(&loop, UV_RUN_DEFAULT);
 out_sock:

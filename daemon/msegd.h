@@ -8,6 +8,8 @@
  *   segtable.c  name -> segment, owners and modes, limits and quotas
  *   memfd.c     creating, sealing and reopening the memfds
  *   persist.c   persistent segments: state files in the state directory
+ *   fdstore.c   segments kept by the service manager across restarts (issue 5)
+ *   notify.c    STATUS= and watchdog pings to the service manager (issue 5)
  *   log.c       stderr logging with journald priorities
  *
  * msegd is single-threaded except for persist.c's copies, which run on
@@ -104,6 +106,9 @@ struct segment {
         unsigned attached;              /* connection attachments */
         bool saving, save_again, dirty; /* persist.c */
         bool reclaim_pending;           /* a reclaim could not run: retry */
+        bool reclaiming, reclaim_again; /* a reclaim is on the thread pool */
+        uint64_t reclaim_until_ms;      /* retry reclaims until then (a client died) */
+        bool in_fdstore;                /* fdstore.c: held by the service manager */
         struct segment *hnext;          /* hash chain */
         struct segment *lprev, *lnext;  /* every live segment */
 };
@@ -143,8 +148,14 @@ void segtable_unlink(struct segtable *t, struct segment *s);
 void segment_ref(struct segment *s);
 void segment_unref(struct segtable *t, struct segment *s);
 /* An attachment ends: reclaim what dead clients held; maybe remove. */
-void segment_detach(struct segtable *t, struct segment *s);
-int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, char *msg, size_t msglen);
+void segment_detach(struct segtable *t, struct segment *s, bool disconnect);
+/* Grow @s to @new_size (charged to its owner first). Returns 0 when nothing
+ * was to do, 1 when the work was queued (@done runs on the loop later, with
+ * 0 or a negative code, a message and the usable size), or a negative code
+ * with @msg saying why. */
+typedef void (*segtable_grow_cb)(void *arg, int result, const char *msg, uint64_t size);
+int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, segtable_grow_cb done, void *arg,
+                  char *msg, size_t msglen);
 /* Access: 4 = read, 2 = write, as mode bits. 0 or -EACCES. */
 int segment_access(const struct segment *s, uint32_t uid, uint32_t gid, const gid_t *groups,
                    int ngroups, unsigned want);
@@ -153,7 +164,8 @@ int segment_ro_fd(struct segment *s);
 /* Sorted page of names after @after (NULL: from the start). Returns how
  * many were written to @out (at most @cap); *ret_more tells if more follow. */
 size_t segtable_list(struct segtable *t, const char *after, struct segment **out, size_t cap, bool *ret_more);
-/* Periodic work: retry reclaims that could not run. */
+/* Periodic work: retry reclaims that could not run. Reclaims and grows run
+ * on the thread pool: msegd's loop never waits on a lock in a segment. */
 void segtable_tick(struct segtable *t);
 /* Map a fresh memfd, format it (or validate it), and build the handle. */
 int segment_map(struct segment *s, bool format, char *msg, size_t msglen);
@@ -168,6 +180,16 @@ void persist_save(struct segtable *t, struct segment *s);
 void persist_remove(struct segtable *t, struct segment *s);
 /* Every sync interval: save the dirty ones. */
 void persist_tick(struct segtable *t);
+
+/* ---- fdstore.c ---- */
+
+/* Take the segments the service manager passed back (validated; bad ones
+ * logged, closed and removed from the store). Returns how many, or -errno. */
+int fdstore_adopt(struct segtable *t);
+/* A named segment appeared (created, loaded): store it. No-op if stored. */
+void fdstore_segment_added(struct segment *s);
+/* Its name was removed: take it out of the store. */
+void fdstore_segment_removed(struct segment *s);
 
 /* ---- server.c ---- */
 
@@ -195,5 +217,11 @@ struct server {
 int server_start(struct server *srv, uv_loop_t *loop, const struct msegd_config *cfg,
                  struct segtable *tab, int listen_fd);
 void server_stop(struct server *srv);
+
+/* ---- notify.c ---- */
+
+/* Start STATUS= updates and watchdog pings (when a manager listens). */
+void notify_start(uv_loop_t *loop, const struct segtable *t, const struct server *s);
+void notify_stop(void);
 
 #endif /* MSEGD_H */

@@ -254,7 +254,7 @@ static int load_one(struct segtable *t, int dfd, const char *file, char *why, si
         struct mseg_proto_seginfo info;
         char meta[META_SIZE], err[256], *buf = NULL;
         const char *what = "copy";
-        struct segment *s = NULL;
+        struct segment *s = NULL, *old;
         struct stat st;
         int fd, r;
         ssize_t n;
@@ -292,7 +292,12 @@ static int load_one(struct segtable *t, int dfd, const char *file, char *why, si
                          (unsigned long long) (META_SIZE + info.max_size));
                 goto out;
         }
-        if (segtable_lookup(t, info.name)) {
+        old = segtable_lookup(t, info.name);
+        if (old && memcmp(old->id, info.id, 16) == 0) {
+                r = 1;          /* adopted from the descriptor store: that copy is newer */
+                goto out;
+        }
+        if (old) {
                 r = -EEXIST;
                 snprintf(why, whylen, "another state file has the same name");
                 goto out;
@@ -352,6 +357,7 @@ int persist_load_all(struct segtable *t) {
         struct dirent *e;
         unsigned loaded = 0, skipped = 0;
         char why[512];
+        int r;
 
         if (!config->state_dir)
                 return 0;
@@ -367,11 +373,12 @@ int persist_load_all(struct segtable *t) {
                 if (len <= 5 || strcmp(e->d_name + len - 5, ".mseg") != 0)
                         continue;
                 why[0] = '\0';
-                if (load_one(t, dirfd(d), e->d_name, why, sizeof(why)) < 0) {
+                r = load_one(t, dirfd(d), e->d_name, why, sizeof(why));
+                if (r < 0) {
                         log_error("skipping state file %s/%s: %s", config->state_dir, e->d_name, why);
                         skipped++;
-                } else {
-                        loaded++;
+                } else if (r == 0) {
+                        loaded++;       /* 1: already adopted from the descriptor store */
                 }
         }
         closedir(d);
