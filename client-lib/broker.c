@@ -12,11 +12,16 @@
  * whole reserve once (Reserve big, commit on touch: growth never remaps)
  * and validates the header like any other kind.
  *
- * The connection stays open as long as the handle: closing it is how msegd
- * learns the client detached (or died), reclaims its slots, and removes
- * remove_on_last_close segments. Nothing else goes over it, except
- * mseg_grow(): allocation and the registry work on the mapping alone, with
- * no message to msegd.
+ * The handles of a process share one connection per socket path, opened
+ * with the first handle and closed with the last, so an open after the
+ * first costs one round trip. Each open returns an attachment id; closing
+ * the handle sends "detach" (no reply, nothing waits), and the connection
+ * closing (the process exiting or dying) detaches everything at once: that
+ * is how msegd learns a client went away, reclaims its slots, and removes
+ * remove_on_last_close segments. After fork() the child opens its own
+ * connection; handles it inherited stay attached through the parent's.
+ * Nothing else goes over the connection, except mseg_grow(): allocation
+ * and the registry work on the mapping alone, with no message to msegd.
  *
  * Errors say what happened: MSEG_E_NODAEMON when nothing listens at the
  * path (connect: ENOENT or ECONNREFUSED), -EACCES when the socket or the
@@ -54,14 +59,33 @@ struct client {
         int fd;
         uint64_t next_id;
         bool hello_pending;     /* hello sent, its reply not read yet */
+        bool broken;            /* a transport error: reconnect before reuse */
         uint64_t hello_id;
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 };
 
+/* The connection the handles of one process share, per socket path. */
+struct conn {
+        struct conn *next;
+        pthread_mutex_t lock;   /* one request at a time */
+        struct client c;
+        pid_t pid;              /* the process it belongs to (fork makes copies) */
+        uint64_t epoch;         /* bumped by every (re)connect */
+        unsigned users;         /* handles attached through it, and callers in flight */
+        uint64_t *deferred;     /* detaches to send before the next request */
+        size_t ndeferred, deferred_cap;
+};
+
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conn *conns;
+
 struct mseg__broker_local {
-        pthread_mutex_t lock;   /* one request at a time on the connection */
-        struct client conn;
-        uint8_t id[16];
+        struct conn *conn;
+        pid_t pid;              /* the process that opened the handle */
+        uint64_t epoch;         /* of conn when it attached */
+        uint64_t attachment;    /* msegd's id for this attachment */
+        bool detach_now;        /* remove_on_last_close: detach at once */
+        uint8_t id[16];         /* the segment's id (guards mseg_grow) */
 };
 
 /* ------------------------------------------------------------ connection */
@@ -91,9 +115,11 @@ static void client_close(struct client *c) {
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -1;
+        c->hello_pending = false;
+        c->broken = false;
 }
 
-static int client_send(struct client *c, struct mseg_proto_request *req) {
+static int client_send(struct client *c, struct mseg_proto_request *req, int flags) {
         char buf[2048];
         ssize_t n;
 
@@ -101,7 +127,7 @@ static int client_send(struct client *c, struct mseg_proto_request *req) {
         n = mseg_proto_encode_request(req, buf, sizeof(buf));
         if (n < 0)
                 return mseg__error((int) n, "cannot encode a %s request", mseg_proto_op_name(req->op));
-        return mseg_proto_send(c->fd, buf, (size_t) n, -1, 0);
+        return mseg_proto_send(c->fd, buf, (size_t) n, -1, flags);
 }
 
 /* Receive and decode the reply to request @id of @op. */
@@ -115,32 +141,44 @@ static int client_recv(struct client *c, uint64_t id, enum mseg_proto_op op, str
         do
                 r = poll(&pfd, 1, tmo);
         while (r < 0 && errno == EINTR);
-        if (r == 0)
+        if (r == 0) {
+                c->broken = true;
                 return mseg__error(-ETIMEDOUT, "msegd at %s did not answer within %d ms", c->path, tmo);
-        if (r < 0)
+        }
+        if (r < 0) {
+                c->broken = true;
                 return mseg__error(-errno, "poll: %s", strerror(errno));
+        }
         buf = malloc(MSEG_PROTO_MSG_MAX);
-        if (!buf)
+        if (!buf) {
+                c->broken = true;
                 return mseg__error(-ENOMEM, "out of memory");
+        }
         n = mseg_proto_recv(c->fd, buf, MSEG_PROTO_MSG_MAX, &fd, NULL, 0);
         if (n == 0 || n == -ECONNRESET) {
+                c->broken = true;
                 r = mseg__error(MSEG_E_PROTO, "msegd at %s closed the connection", c->path);
                 goto out;
         }
         if (n < 0) {
+                c->broken = true;
                 r = mseg__error(n == -EMSGSIZE || n == -EBADMSG ? MSEG_E_PROTO : (int) n,
                                 "receiving from msegd at %s: %s", c->path, strerror((int) -n));
                 goto out;
         }
         r = mseg_proto_decode_reply(buf, (size_t) n, op, rep, err, sizeof(err));
         if (r < 0) {
+                c->broken = true;
                 r = mseg__error(MSEG_E_PROTO, "bad reply from msegd at %s: %s", c->path, err);
                 goto out;
         }
         if (rep->error) {
                 /* An error for this request, or a refusal of the whole
                  * connection (id null): max-clients, a bad packet... */
-                if (!rep->id_null && rep->id != id) {
+                if (rep->id_null) {
+                        c->broken = true;
+                } else if (rep->id != id) {
+                        c->broken = true;
                         r = mseg__error(MSEG_E_PROTO, "msegd at %s answered request %llu, expected %llu", c->path,
                                         (unsigned long long) rep->id, (unsigned long long) id);
                         goto out;
@@ -149,6 +187,7 @@ static int client_recv(struct client *c, uint64_t id, enum mseg_proto_op op, str
                 goto out;
         }
         if (rep->id != id) {
+                c->broken = true;
                 r = mseg__error(MSEG_E_PROTO, "msegd at %s answered request %llu, expected %llu", c->path,
                                 (unsigned long long) rep->id, (unsigned long long) id);
                 goto out;
@@ -165,7 +204,9 @@ out:
         return r;
 }
 
-static int client_connect(struct client *c, const struct mseg_options *o) {
+/* Connect to @c->path and send hello; its reply is read with the first
+ * request's (msegd answers in order), which saves a round trip. */
+static int client_connect(struct client *c) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct mseg_proto_request hello = { .op = MSEG_PROTO_OP_HELLO, .version = MSEG_PROTO_VERSION,
                                             .features = MSEG_PROTO_F_ALL };
@@ -174,9 +215,7 @@ static int client_connect(struct client *c, const struct mseg_options *o) {
         c->fd = -1;
         c->next_id = 1;
         c->hello_pending = false;
-        r = socket_path(o, c->path, sizeof(c->path));
-        if (r < 0)
-                return r;
+        c->broken = false;
         memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
         c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
@@ -195,7 +234,7 @@ static int client_connect(struct client *c, const struct mseg_options *o) {
                 return mseg__error(-e, "cannot connect to msegd at %s: %s", c->path, strerror(e));
         }
         snprintf(hello.client, sizeof(hello.client), "libmseg %s", mseg_version());
-        r = client_send(c, &hello);
+        r = client_send(c, &hello, 0);
         if (r < 0) {
                 client_close(c);
                 return mseg__error(r, "cannot send hello to msegd at %s: %s", c->path, strerror(-r));
@@ -211,7 +250,9 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
         struct mseg_proto_reply hrep = { 0 };
         int r, sent;
 
-        sent = client_send(c, req);
+        sent = client_send(c, req, 0);
+        if (sent < 0)
+                c->broken = true;
         /* Even if sending failed (msegd refused the connection and closed
          * it), a pending hello reply may say why. */
         if (c->hello_pending) {
@@ -219,11 +260,15 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
                 r = client_recv(c, c->hello_id, MSEG_PROTO_OP_HELLO, &hrep, NULL);
                 if (r == -EPROTONOSUPPORT)
                         r = MSEG_E_VERSION;
-                if (r < 0)
+                if (r < 0) {
+                        c->broken = true;
                         return r;
-                if (hrep.version != MSEG_PROTO_VERSION)
+                }
+                if (hrep.version != MSEG_PROTO_VERSION) {
+                        c->broken = true;
                         return mseg__error(MSEG_E_VERSION, "msegd at %s speaks protocol %u, this library %u",
                                            c->path, hrep.version, MSEG_PROTO_VERSION);
+                }
         }
         if (sent < 0)
                 return mseg__error(sent == -EPIPE || sent == -ECONNRESET ? MSEG_E_PROTO : sent,
@@ -231,16 +276,129 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
         return client_recv(c, req->id, req->op, rep, ret_fd);
 }
 
+static void flush_path(const char *path);
+
 /* One request on a fresh connection, for the calls that keep nothing. */
 static int call_once(const struct mseg_options *o, struct mseg_proto_request *req, struct mseg_proto_reply *rep) {
-        struct client c;
+        struct client c = { .fd = -1 };
         int r;
 
-        r = client_connect(&c, o);
+        r = socket_path(o, c.path, sizeof(c.path));
+        if (r < 0)
+                return r;
+        flush_path(c.path);
+        r = client_connect(&c);
         if (r < 0)
                 return r;
         r = client_call(&c, req, rep, NULL);
         client_close(&c);
+        return r;
+}
+
+/* The shared connection of this process for @path, with one more user. */
+static struct conn *conn_acquire(const char *path) {
+        pid_t pid = getpid();
+        struct conn *cn;
+
+        pthread_mutex_lock(&conns_lock);
+        for (cn = conns; cn; cn = cn->next)
+                if (cn->pid == pid && strcmp(cn->c.path, path) == 0)
+                        break;
+        if (!cn) {
+                cn = calloc(1, sizeof(*cn));
+                if (cn) {
+                        pthread_mutex_init(&cn->lock, NULL);
+                        cn->c.fd = -1;
+                        cn->pid = pid;
+                        strcpy(cn->c.path, path);
+                        cn->next = conns;
+                        conns = cn;
+                }
+        }
+        if (cn)
+                cn->users++;
+        pthread_mutex_unlock(&conns_lock);
+        return cn;
+}
+
+static void conn_release(struct conn *cn) {
+        struct conn **pp;
+
+        pthread_mutex_lock(&conns_lock);
+        if (--cn->users > 0) {
+                pthread_mutex_unlock(&conns_lock);
+                return;
+        }
+        for (pp = &conns; *pp; pp = &(*pp)->next)
+                if (*pp == cn) {
+                        *pp = cn->next;
+                        break;
+                }
+        pthread_mutex_unlock(&conns_lock);
+        client_close(&cn->c);   /* detaches whatever is still deferred */
+        pthread_mutex_destroy(&cn->lock);
+        free(cn->deferred);
+        free(cn);
+}
+
+/* Send the detaches that waited for this request (cn->lock held). */
+static void flush_deferred(struct conn *cn) {
+        for (size_t i = 0; i < cn->ndeferred && cn->c.fd >= 0; i++) {
+                struct mseg_proto_request req = { .op = MSEG_PROTO_OP_DETACH, .attachment = cn->deferred[i] };
+                (void) client_send(&cn->c, &req, MSG_DONTWAIT);
+        }
+        cn->ndeferred = 0;
+}
+
+/* Before a request on another connection (stat, list, remove), deliver the
+ * detaches this process deferred, so msegd's answer counts them. */
+static void flush_path(const char *path) {
+        pid_t pid = getpid();
+        struct conn *cn;
+
+        pthread_mutex_lock(&conns_lock);
+        for (cn = conns; cn; cn = cn->next)
+                if (cn->pid == pid && strcmp(cn->c.path, path) == 0)
+                        break;
+        if (cn && cn->ndeferred) {
+                pthread_mutex_lock(&cn->lock);
+                flush_deferred(cn);
+                pthread_mutex_unlock(&cn->lock);
+        }
+        pthread_mutex_unlock(&conns_lock);
+}
+
+/* Has msegd closed (or written to) this idle connection? Then it cannot
+ * carry a request: msegd restarted, or timed it out. */
+static bool idle_conn_dead(int fd) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+        return poll(&pfd, 1, 0) != 0;
+}
+
+/* A request on the shared connection @cn, (re)connecting first if needed. */
+static int conn_call(struct conn *cn, struct mseg_proto_request *req, struct mseg_proto_reply *rep, int *ret_fd,
+                     uint64_t *ret_epoch) {
+        int r;
+
+        pthread_mutex_lock(&cn->lock);
+        if (cn->c.fd >= 0 && (cn->c.broken || (!cn->c.hello_pending && idle_conn_dead(cn->c.fd))))
+                client_close(&cn->c);
+        if (cn->c.fd < 0) {
+                cn->ndeferred = 0;      /* that connection's attachments are gone with it */
+                r = client_connect(&cn->c);
+                if (r < 0)
+                        goto out;
+                cn->epoch++;
+        }
+        flush_deferred(cn);
+        r = client_call(&cn->c, req, rep, ret_fd);
+        if (cn->c.broken)
+                client_close(&cn->c);
+        if (ret_epoch)
+                *ret_epoch = cn->epoch;
+out:
+        pthread_mutex_unlock(&cn->lock);
         return r;
 }
 
@@ -280,6 +438,8 @@ static int check_options(const struct mseg_options *o) {
 
 /* ------------------------------------------------------------ open */
 
+static void detach(struct mseg__broker_local *bl);
+
 /* Check the descriptor msegd sent before trusting it with a mapping. */
 static int check_fd(int fd, uint64_t size, bool ro, const char *path) {
         struct stat st;
@@ -310,6 +470,7 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
         bool ro = flags & MSEG_READ_ONLY, cow = flags & MSEG_COPY_ON_WRITE;
         struct mseg *seg = NULL;
         void *base = MAP_FAILED;
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
         uint64_t max_size;
         int fd = -1, r;
 
@@ -344,26 +505,34 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
                 req.remove_on_last_close = flags & MSEG_REMOVE_ON_LAST_CLOSE;
         }
 
+        r = socket_path(opts, path, sizeof(path));
+        if (r < 0)
+                return r;
         bl = calloc(1, sizeof(*bl));
         if (!bl)
                 return mseg__error(-ENOMEM, "out of memory");
-        r = client_connect(&bl->conn, opts);
+        bl->conn = conn_acquire(path);
+        if (!bl->conn) {
+                free(bl);
+                return mseg__error(-ENOMEM, "out of memory");
+        }
+        r = conn_call(bl->conn, &req, &rep, &fd, &bl->epoch);
         if (r < 0)
                 goto fail;
-        r = client_call(&bl->conn, &req, &rep, &fd);
-        if (r < 0)
-                goto fail;
+        bl->attachment = rep.attachment;
+        bl->detach_now = rep.info.remove_on_last_close;
+        bl->pid = getpid();
         if (fd < 0) {
-                r = mseg__error(MSEG_E_PROTO, "msegd at %s sent no descriptor with the segment", bl->conn.path);
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s sent no descriptor with the segment", path);
                 goto fail;
         }
         max_size = rep.info.max_size;
         if (max_size < MSEG_MIN_SIZE || max_size > MSEG_MAX_SIZE || max_size > SIZE_MAX) {
-                r = mseg__error(MSEG_E_PROTO, "msegd at %s announced a segment of %llu bytes", bl->conn.path,
+                r = mseg__error(MSEG_E_PROTO, "msegd at %s announced a segment of %llu bytes", path,
                                 (unsigned long long) max_size);
                 goto fail;
         }
-        r = check_fd(fd, max_size, req.read_only, bl->conn.path);
+        r = check_fd(fd, max_size, req.read_only, path);
         if (r < 0)
                 goto fail;
         base = mmap(NULL, (size_t) max_size, ro ? PROT_READ : PROT_READ | PROT_WRITE,
@@ -386,7 +555,6 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
                 r = mseg__error(-ENOMEM, "out of memory");
                 goto fail;
         }
-        pthread_mutex_init(&bl->lock, NULL);
         memcpy(bl->id, rep.info.id, sizeof(bl->id));
         seg->mapped = true;
         seg->fd = fd;
@@ -406,10 +574,45 @@ fail:
         if (fd >= 0)
                 close(fd);
         if (bl) {
-                client_close(&bl->conn);
+                if (bl->attachment)
+                        detach(bl);
+                conn_release(bl->conn);
                 free(bl);
         }
         return r;
+}
+
+/* Tell msegd this handle is gone. No reply comes, so nothing waits. The
+ * message itself waits for the connection's next request (or its close,
+ * which detaches everything): sent alone it would wake msegd once more per
+ * open/close pair, the largest cost of a reopen on a VM. A segment that is
+ * removed on last close is told at once, so the removal is not delayed. A
+ * detach that cannot be sent is dropped, and the attachment ends with the
+ * connection instead. */
+static void detach(struct mseg__broker_local *bl) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_DETACH, .attachment = bl->attachment };
+        struct conn *cn = bl->conn;
+
+        pthread_mutex_lock(&cn->lock);
+        if (cn->c.fd >= 0 && cn->epoch == bl->epoch && !cn->c.broken) {
+                if (bl->detach_now) {
+                        flush_deferred(cn);
+                        (void) client_send(&cn->c, &req, MSG_DONTWAIT);
+                } else if (cn->ndeferred < cn->deferred_cap) {
+                        cn->deferred[cn->ndeferred++] = bl->attachment;
+                } else {
+                        size_t cap = cn->deferred_cap ? cn->deferred_cap * 2 : 16;
+                        uint64_t *d = realloc(cn->deferred, cap * sizeof(*d));
+                        if (d) {
+                                cn->deferred = d;
+                                cn->deferred_cap = cap;
+                                cn->deferred[cn->ndeferred++] = bl->attachment;
+                        } else {
+                                (void) client_send(&cn->c, &req, MSG_DONTWAIT);
+                        }
+                }
+        }
+        pthread_mutex_unlock(&cn->lock);
 }
 
 void mseg__broker_detach(struct mseg *seg) {
@@ -418,8 +621,12 @@ void mseg__broker_detach(struct mseg *seg) {
         if (!bl)
                 return;
         seg->broker = NULL;
-        client_close(&bl->conn);
-        pthread_mutex_destroy(&bl->lock);
+        /* A handle inherited through fork() belongs to the parent's
+         * connection: the parent still holds its attachment. */
+        if (bl->pid == getpid() && bl->conn->pid == bl->pid) {
+                detach(bl);
+                conn_release(bl->conn);
+        }
         free(bl);
 }
 
@@ -451,18 +658,12 @@ MSEG_API int mseg_grow(mseg *seg, uint64_t new_size) {
         req.has_segment_id = true;
         memcpy(req.segment_id, bl->id, sizeof(req.segment_id));
 
-        pthread_mutex_lock(&bl->lock);
-        r = bl->conn.fd >= 0 ? client_call(&bl->conn, &req, &rep, NULL) : MSEG_E_PROTO;
-        if (r == MSEG_E_PROTO || r == -EPIPE || r == -ECONNRESET) {
-                /* The connection broke (msegd restarted?): once more on a
-                 * new one, to the same socket. */
-                o.socket_path = bl->conn.path;
-                client_close(&bl->conn);
-                r = client_connect(&bl->conn, &o);
-                if (r == 0)
-                        r = client_call(&bl->conn, &req, &rep, NULL);
+        if (bl->pid == getpid()) {
+                r = conn_call(bl->conn, &req, &rep, NULL, NULL);
+        } else {
+                o.socket_path = bl->conn->c.path;
+                r = call_once(&o, &req, &rep);
         }
-        pthread_mutex_unlock(&bl->lock);
         if (r < 0)
                 return r;
         if (mseg__usable(seg) < new_size && mseg__usable(seg) < seg->map_size)
@@ -522,15 +723,19 @@ MSEG_API int mseg_list(const struct mseg_options *opts, int (*fn)(const struct m
         struct mseg_proto_reply rep = { 0 };
         struct mseg_proto_seginfo *page;
         struct mseg_segment_info info;
-        struct client c;
+        struct client c = { .fd = -1 };
         int r;
 
         if (!fn)
                 return mseg__error(-EINVAL, "no callback");
+        r = socket_path(opts, c.path, sizeof(c.path));
+        if (r < 0)
+                return r;
         page = malloc(sizeof(*page) * MSEG_PROTO_LIST_MAX);
         if (!page)
                 return mseg__error(-ENOMEM, "out of memory");
-        r = client_connect(&c, opts);
+        flush_path(c.path);
+        r = client_connect(&c);
         if (r < 0)
                 goto out;
         for (;;) {

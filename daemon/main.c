@@ -71,7 +71,7 @@ static const struct optdef defs[OPT__END - OPT_SOCKET] = {
         [OPT_MAX_CLIENTS_UID - OPT_SOCKET] = { "max-clients-per-uid", K_COUNT, "N  connections per uid (default: max-clients)" },
         [OPT_MAX_MESSAGE - OPT_SOCKET] = { "max-message-size", K_SIZE, "SIZE  bytes per request, 4K..64K (default 64K)" },
         [OPT_MAX_SEGMENT_SIZE - OPT_SOCKET] = { "max-segment-size", K_SIZE, "SIZE  largest max_size of a segment (default 1T)" },
-        [OPT_MAX_ATTACH - OPT_SOCKET] = { "max-attach-per-client", K_COUNT, "N  segments open on one connection (default 1024)" },
+        [OPT_MAX_ATTACH - OPT_SOCKET] = { "max-attach-per-client", K_COUNT, "N  segments open on one connection (default 16384)" },
         [OPT_HANDSHAKE - OPT_SOCKET] = { "handshake-timeout", K_MS, "SECONDS  close connections silent this long (default 10)" },
         [OPT_SYNC - OPT_SOCKET] = { "sync-interval", K_MS, "SECONDS  save attached persistent segments this often (default 30; 0 = never)" },
         [OPT_SOCKET_MODE - OPT_SOCKET] = { "socket-mode", K_MODE, "MODE  permissions of the socket file (default 0666)" },
@@ -336,7 +336,7 @@ static void defaults(void) {
         cfg.lim.max_clients_per_uid = UINT64_MAX;       /* = max_clients unless set */
         cfg.lim.max_message_size = MSEG_PROTO_MSG_MAX;
         cfg.lim.max_segment_size = UINT64_C(1) << 40;
-        cfg.lim.max_attach_per_client = 1024;
+        cfg.lim.max_attach_per_client = 16384;
 }
 
 static int check_config(void) {

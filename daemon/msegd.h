@@ -106,6 +106,8 @@ struct segment {
         unsigned attached;              /* connection attachments */
         bool saving, save_again, dirty; /* persist.c */
         bool reclaim_pending;           /* a reclaim could not run: retry */
+        bool reclaiming, reclaim_again; /* a reclaim is on the thread pool */
+        uint64_t reclaim_until_ms;      /* retry reclaims until then (a client died) */
         bool in_fdstore;                /* fdstore.c: held by the service manager */
         struct segment *hnext;          /* hash chain */
         struct segment *lprev, *lnext;  /* every live segment */
@@ -146,8 +148,14 @@ void segtable_unlink(struct segtable *t, struct segment *s);
 void segment_ref(struct segment *s);
 void segment_unref(struct segtable *t, struct segment *s);
 /* An attachment ends: reclaim what dead clients held; maybe remove. */
-void segment_detach(struct segtable *t, struct segment *s);
-int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, char *msg, size_t msglen);
+void segment_detach(struct segtable *t, struct segment *s, bool disconnect);
+/* Grow @s to @new_size (charged to its owner first). Returns 0 when nothing
+ * was to do, 1 when the work was queued (@done runs on the loop later, with
+ * 0 or a negative code, a message and the usable size), or a negative code
+ * with @msg saying why. */
+typedef void (*segtable_grow_cb)(void *arg, int result, const char *msg, uint64_t size);
+int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, segtable_grow_cb done, void *arg,
+                  char *msg, size_t msglen);
 /* Access: 4 = read, 2 = write, as mode bits. 0 or -EACCES. */
 int segment_access(const struct segment *s, uint32_t uid, uint32_t gid, const gid_t *groups,
                    int ngroups, unsigned want);
@@ -156,7 +164,8 @@ int segment_ro_fd(struct segment *s);
 /* Sorted page of names after @after (NULL: from the start). Returns how
  * many were written to @out (at most @cap); *ret_more tells if more follow. */
 size_t segtable_list(struct segtable *t, const char *after, struct segment **out, size_t cap, bool *ret_more);
-/* Periodic work: retry reclaims that could not run. */
+/* Periodic work: retry reclaims that could not run. Reclaims and grows run
+ * on the thread pool: msegd's loop never waits on a lock in a segment. */
 void segtable_tick(struct segtable *t);
 /* Map a fresh memfd, format it (or validate it), and build the handle. */
 int segment_map(struct segment *s, bool format, char *msg, size_t msglen);

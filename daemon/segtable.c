@@ -18,8 +18,10 @@
  * usable size costs no memory until touched and only address space here.
  *
  * msegd maps every segment read-write (it formats new ones and grows them)
- * but never trusts what clients wrote there: libmseg's validation and
- * reclaim paths are bounds-checked and never wait on a segment lock.
+ * but never trusts what clients wrote there: it only formats, validates,
+ * and calls libmseg's bounds-checked reclaim and growth paths, and since
+ * those take a lock in the segment they run on the thread pool, never on
+ * the loop.
  *
  * The name hash is SipHash (crypto_shorthash) under a random key, so chosen
  * names cannot pile up in one bucket.
@@ -40,9 +42,6 @@
 
 static inline uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
-/* Provided by the allocator (alloc.c / slot.c). */
-extern int mseg__slots_reclaim_dead(struct mseg *seg) __attribute__((weak));
-extern int mseg__alloc_set_usable(struct mseg *seg, uint64_t usable) __attribute__((weak));
 
 static size_t bucket_of(const struct segtable *t, const char *name) {
         uint8_t h[crypto_shorthash_BYTES];
@@ -334,23 +333,125 @@ void segment_unref(struct segtable *t, struct segment *s) {
         segment_free_raw(s);
 }
 
-static void reclaim(struct segment *s) {
-        int r;
+/* ---- work on the thread pool ----
+ *
+ * Reclaiming a dead client's slots and raising the allocator's frontier
+ * take a lock in the segment. Those are robust locks with a bounded wait,
+ * but a client can hold one for the whole bound, and msegd's loop must never
+ * wait on a segment: so both run on libuv's thread pool, holding a
+ * reference on the segment, and report back to the loop. */
 
-        s->reclaim_pending = false;
-        if (!s->handle || !mseg__slots_reclaim_dead)
-                return;
-        r = mseg__slots_reclaim_dead(s->handle);
-        if (r == -EBUSY || r == -EAGAIN || r == -ETIMEDOUT)
-                s->reclaim_pending = true;      /* a lock was held: the timer retries */
-        else if (r < 0)
-                log_client(LOG_WARNING, "segment %s: reclaiming dead clients' slots failed: %s",
-                           s->name ? s->name : "(removed)", mseg_last_error());
+struct seg_work {
+        uv_work_t req;
+        struct segtable *t;
+        struct segment *s;
+        bool grow;
+        uint64_t new_size, old_size;
+        int result;
+        char msg[256];
+        segtable_grow_cb done;
+        void *arg;
+};
+
+static void work_run(uv_work_t *req) {
+        struct seg_work *w = req->data;
+
+        if (w->grow)
+                w->result = mseg__alloc_set_usable(w->s->handle, w->new_size);
+        else
+                w->result = mseg__slots_reclaim_dead(w->s->handle);
+        if (w->result < 0)      /* mseg_last_error() is this thread's */
+                snprintf(w->msg, sizeof(w->msg), "%s", mseg_last_error());
 }
 
-void segment_detach(struct segtable *t, struct segment *s) {
+static void reclaim_start(struct segtable *t, struct segment *s);
+
+static void work_done(uv_work_t *req, int status) {
+        struct seg_work *w = req->data;
+        struct segtable *t = w->t;
+        struct segment *s = w->s;
+        char q[600];
+
+        if (status < 0 && w->result >= 0) {
+                w->result = -ECANCELED;
+                snprintf(w->msg, sizeof(w->msg), "cancelled");
+        }
+        if (w->grow) {
+                struct uid_usage *u = segtable_uid(t, s->uid, false);
+                if (w->result < 0 && s->size == w->new_size) {
+                        /* Give back what was charged for it. */
+                        uint64_t delta = w->new_size - w->old_size;
+                        s->size = w->old_size;
+                        t->bytes -= delta;
+                        if (u)
+                                u->bytes -= delta;
+                }
+                if (w->result >= 0 && s->persistent)
+                        persist_save(t, s);
+                w->done(w->arg, w->result < 0 ? w->result : 0, w->msg, s->size);
+        } else {
+                s->reclaiming = false;
+                if (w->result == -ETIMEDOUT || w->result == -EBUSY || w->result == -EAGAIN)
+                        s->reclaim_pending = true;      /* a lock stayed held: the timer retries */
+                else if (w->result < 0)
+                        log_client(LOG_WARNING, "segment %s: reclaiming dead clients' slots failed: %s",
+                                   log_quote(s->name ? s->name : "(removed)", q, sizeof(q)), w->msg);
+                else if (w->result > 0)
+                        log_debug("segment %s: reclaimed %d slot(s) of dead clients",
+                                  log_quote(s->name ? s->name : "(removed)", q, sizeof(q)), w->result);
+                if (s->reclaim_again) {
+                        s->reclaim_again = false;
+                        reclaim_start(t, s);
+                }
+        }
+        segment_unref(t, s);
+        free(w);
+}
+
+static int work_queue(struct segtable *t, struct seg_work *w) {
+        int r;
+
+        w->req.data = w;
+        w->t = t;
+        segment_ref(w->s);
+        r = uv_queue_work(t->loop, &w->req, work_run, work_done);
+        if (r < 0)
+                segment_unref(t, w->s);
+        return r;
+}
+
+static void reclaim_start(struct segtable *t, struct segment *s) {
+        struct seg_work *w;
+
+        s->reclaim_pending = false;
+        if (!s->handle)
+                return;
+        if (s->reclaiming) {
+                s->reclaim_again = true;
+                return;
+        }
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+                s->reclaim_pending = true;
+                return;
+        }
+        w->s = s;
+        s->reclaiming = true;
+        if (work_queue(t, w) < 0) {
+                s->reclaiming = false;
+                s->reclaim_pending = true;
+                free(w);
+        }
+}
+
+void segment_detach(struct segtable *t, struct segment *s, bool disconnect) {
         s->attached--;
-        reclaim(s);
+        reclaim_start(t, s);
+        /* A client's socket closes while it is still exiting, and a zombie
+         * still has its /proc entry: its slots look alive for a moment, so
+         * a disconnect is followed by a few more tries. */
+        if (disconnect)
+                s->reclaim_until_ms = now_ms() + 5000;
         if (s->persistent)
                 s->dirty = true;
         if (s->attached == 0 && s->remove_on_last_close && s->name)
@@ -361,16 +462,21 @@ void segment_detach(struct segtable *t, struct segment *s) {
 }
 
 void segtable_tick(struct segtable *t) {
+        uint64_t now = now_ms();
+
         for (struct segment *s = t->all; s; s = s->lnext)
-                if (s->reclaim_pending)
-                        reclaim(s);
+                if (s->reclaim_pending || (s->reclaim_until_ms && now <= s->reclaim_until_ms))
+                        reclaim_start(t, s);
+                else
+                        s->reclaim_until_ms = 0;
 }
 
-int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, char *msg, size_t msglen) {
+int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, segtable_grow_cb done, void *arg,
+                  char *msg, size_t msglen) {
         const struct msegd_limits *lim = &t->cfg->lim;
         struct uid_usage *u = segtable_uid(t, s->uid, true);
+        struct seg_work *w;
         uint64_t delta;
-        int r;
 
         new_size = round_up(new_size, PAGE);
         if (new_size > s->max_size) {
@@ -393,21 +499,25 @@ int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, char
                          (unsigned long long) t->bytes, (unsigned long long) lim->max_bytes);
                 return -ENOSPC;
         }
-        if (mseg__alloc_set_usable) {
-                r = mseg__alloc_set_usable(s->handle, new_size);
-                if (r < 0) {
-                        snprintf(msg, msglen, "the allocator refused to grow: %s", mseg_last_error());
-                        return r;
-                }
-        } else {
-                atomic_store_explicit(&s->handle->hdr->usable, new_size, memory_order_release);
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->s = s;
+        w->grow = true;
+        w->old_size = s->size;
+        w->new_size = new_size;
+        w->done = done;
+        w->arg = arg;
+        if (work_queue(t, w) < 0) {
+                free(w);
+                snprintf(msg, msglen, "cannot queue the work");
+                return -ENOMEM;
         }
+        /* Charge now, so a second grow in flight sees it; undone on failure. */
         s->size = new_size;
         t->bytes += delta;
         u->bytes += delta;
-        if (s->persistent)
-                persist_save(t, s);
-        return 0;
+        return 1;
 }
 
 int segment_access(const struct segment *s, uint32_t uid, uint32_t gid, const gid_t *groups,

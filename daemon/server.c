@@ -58,11 +58,6 @@ struct outmsg {
         char data[];
 };
 
-struct attachment {
-        struct segment *seg;
-        unsigned count;
-};
-
 struct conn {
         struct server *srv;
         uv_poll_t poll;
@@ -74,14 +69,21 @@ struct conn {
         bool hello_done;
         bool closing;
         bool close_after_send;
+        bool busy;              /* a request is on the thread pool: read no more */
+        bool handle_closed;     /* uv_close finished: free once pending == 0 */
+        unsigned pending;       /* work items that will call back with this conn */
+        uint64_t busy_id;       /* the request being worked on */
         uint64_t accepted_ms;
         uint32_t features;
         struct conn *prev, *next;               /* server->conns */
         struct conn *hs_prev, *hs_next;         /* waiting for hello */
         bool in_hs;
         struct outmsg *out_head, *out_tail;
-        struct attachment *att;
-        unsigned natt, att_cap;
+        /* Attachments: id i+1 is att[i]; NULL slots are free and stacked
+         * in att_free for reuse, so a detach is O(1). */
+        struct segment **att;
+        unsigned *att_free;
+        unsigned att_len, att_cap, nfree, nlive;
 };
 
 static void conn_close(struct conn *c);
@@ -106,7 +108,11 @@ static void hs_unlink(struct conn *c) {
 }
 
 static void on_conn_closed(uv_handle_t *h) {
-        free(h->data);
+        struct conn *c = h->data;
+
+        c->handle_closed = true;
+        if (c->pending == 0)
+                free(c);
 }
 
 static void conn_close(struct conn *c) {
@@ -137,10 +143,11 @@ static void conn_close(struct conn *c) {
                         close(m->fd);
                 free(m);
         }
-        for (unsigned i = 0; i < c->natt; i++)
-                for (unsigned k = 0; k < c->att[i].count; k++)
-                        segment_detach(srv->tab, c->att[i].seg);
+        for (unsigned i = 0; i < c->att_len; i++)
+                if (c->att[i])
+                        segment_detach(srv->tab, c->att[i], true);
         free(c->att);
+        free(c->att_free);
         uv_close((uv_handle_t *) &c->poll, on_conn_closed);
 }
 
@@ -266,27 +273,49 @@ static int check_access(struct conn *c, const struct segment *s, unsigned want) 
         return r;
 }
 
-static int attach(struct conn *c, struct segment *s) {
-        for (unsigned i = 0; i < c->natt; i++)
-                if (c->att[i].seg == s) {
-                        c->att[i].count++;
-                        goto done;
-                }
-        if (c->natt >= c->srv->cfg->lim.max_attach_per_client)
+/* Attach @s to @c; returns the attachment id (>= 1) or a negative code. */
+static int64_t attach(struct conn *c, struct segment *s) {
+        unsigned i;
+
+        if (c->nlive >= c->srv->cfg->lim.max_attach_per_client)
                 return MSEG_E_LIMIT;
-        if (c->natt == c->att_cap) {
-                unsigned cap = c->att_cap ? c->att_cap * 2 : 2;
-                struct attachment *a = realloc(c->att, cap * sizeof(*a));
-                if (!a)
-                        return -ENOMEM;
-                c->att = a;
-                c->att_cap = cap;
+        if (c->nfree) {
+                i = c->att_free[--c->nfree];
+        } else {
+                if (c->att_len == c->att_cap) {
+                        unsigned cap = c->att_cap ? c->att_cap * 2 : 4;
+                        struct segment **a = realloc(c->att, cap * sizeof(*a));
+                        if (!a)
+                                return -ENOMEM;
+                        c->att = a;
+                        unsigned *f = realloc(c->att_free, cap * sizeof(*f));
+                        if (!f)
+                                return -ENOMEM;
+                        c->att_free = f;
+                        c->att_cap = cap;
+                }
+                i = c->att_len++;
         }
-        c->att[c->natt++] = (struct attachment) { .seg = s, .count = 1 };
-done:
+        c->att[i] = s;
+        c->nlive++;
         segment_ref(s);
         s->attached++;
-        return 0;
+        return (int64_t) i + 1;
+}
+
+static void do_detach(struct conn *c, const struct mseg_proto_request *req) {
+        uint64_t i = req->attachment - 1;
+
+        /* No reply, by design (PROTOCOL.md): an unknown id is ignored. */
+        if (i >= c->att_len || !c->att[i]) {
+                log_client(LOG_DEBUG, "pid %d: detach of unknown attachment %llu", (int) c->cred.pid,
+                           (unsigned long long) req->attachment);
+                return;
+        }
+        segment_detach(c->srv->tab, c->att[i], false);
+        c->att[i] = NULL;
+        c->att_free[c->nfree++] = (unsigned) i;
+        c->nlive--;
 }
 
 static void do_hello(struct conn *c, const struct mseg_proto_request *req) {
@@ -318,6 +347,7 @@ static void do_open(struct conn *c, const struct mseg_proto_request *req) {
         struct segment *s = segtable_lookup(srv->tab, req->name);
         char msg[256] = "", q[600];
         bool created = false;
+        int64_t att;
         int r, fd;
 
         if (req->op == MSEG_PROTO_OP_OPEN && !s) {
@@ -357,12 +387,13 @@ static void do_open(struct conn *c, const struct mseg_proto_request *req) {
                 reply_error(c, req, fd, "cannot reopen the segment read-only: %s", strerror(-fd));
                 goto undo;
         }
-        r = attach(c, s);
-        if (r < 0) {
-                reply_error(c, req, r, "too many segments attached on this connection (max %llu)",
+        att = attach(c, s);
+        if (att < 0) {
+                reply_error(c, req, (int) att, "too many segments attached on this connection (max %llu)",
                             (unsigned long long) srv->cfg->lim.max_attach_per_client);
                 goto undo;
         }
+        rep.attachment = (uint64_t) att;
         segment_info(s, &rep.info);
         rep.read_only = req->read_only;
         rep.created = created;
@@ -393,6 +424,26 @@ static void do_remove(struct conn *c, const struct mseg_proto_request *req) {
         conn_send_reply(c, &rep, -1);
 }
 
+static void grow_done(void *arg, int result, const char *msg, uint64_t size) {
+        struct conn *c = arg;
+        struct mseg_proto_reply rep = { .id = c->busy_id, .op = MSEG_PROTO_OP_GROW, .size = size };
+
+        c->pending--;
+        if (c->closing) {
+                if (c->handle_closed && c->pending == 0)
+                        free(c);
+                return;
+        }
+        c->busy = false;
+        if (result < 0) {
+                rep.error = result;
+                snprintf(rep.message, sizeof(rep.message), "cannot grow: %s", msg);
+        }
+        conn_send_reply(c, &rep, -1);
+        if (!c->closing && !c->out_head)
+                conn_set_events(c, UV_READABLE | UV_DISCONNECT);
+}
+
 static void do_grow(struct conn *c, const struct mseg_proto_request *req) {
         struct mseg_proto_reply rep = { .id = req->id, .op = req->op };
         struct segment *s = segtable_lookup(c->srv->tab, req->name);
@@ -410,9 +461,18 @@ static void do_grow(struct conn *c, const struct mseg_proto_request *req) {
                             log_quote(req->name, q, 300));
                 return;
         }
-        r = segtable_grow(c->srv->tab, s, req->size, msg, sizeof(msg));
+        r = segtable_grow(c->srv->tab, s, req->size, grow_done, c, msg, sizeof(msg));
         if (r < 0) {
                 reply_error(c, req, r, "cannot grow %s: %s", log_quote(req->name, q, 200), msg);
+                return;
+        }
+        if (r == 1) {
+                /* Replies go out in request order: read nothing more until
+                 * the pool reports back (grow_done). */
+                c->pending++;
+                c->busy = true;
+                c->busy_id = req->id;
+                conn_set_events(c, UV_DISCONNECT);
                 return;
         }
         rep.size = s->size;
@@ -536,6 +596,9 @@ static void handle_packet(struct conn *c, const char *buf, size_t len, unsigned 
         case MSEG_PROTO_OP_STATUS:
                 do_status(c, &req);
                 break;
+        case MSEG_PROTO_OP_DETACH:
+                do_detach(c, &req);
+                break;
         default:
                 reply_error(c, &req, -EOPNOTSUPP, "unknown op");
                 break;
@@ -547,7 +610,7 @@ static void handle_packet(struct conn *c, const char *buf, size_t len, unsigned 
 static void conn_read(struct conn *c) {
         struct server *srv = c->srv;
 
-        for (int i = 0; i < BATCH && !c->closing && !c->out_head && !c->close_after_send; i++) {
+        for (int i = 0; i < BATCH && !c->closing && !c->out_head && !c->close_after_send && !c->busy; i++) {
                 unsigned nfds = 0;
                 ssize_t n = mseg_proto_recv(c->fd, srv->rbuf, srv->cfg->lim.max_message_size, NULL, &nfds,
                                             MSG_DONTWAIT);
@@ -589,9 +652,9 @@ static void on_conn(uv_poll_t *p, int status, int events) {
                         return;
                 }
                 if (r == 0)
-                        conn_set_events(c, UV_READABLE | UV_DISCONNECT);
+                        conn_set_events(c, c->busy ? UV_DISCONNECT : UV_READABLE | UV_DISCONNECT);
         }
-        if ((events & UV_READABLE) && !c->out_head)
+        if ((events & UV_READABLE) && !c->out_head && !c->busy)
                 conn_read(c);
         if (c->closing)
                 return;

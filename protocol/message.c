@@ -41,6 +41,7 @@ static const char *const op_names[MSEG_PROTO_OP__COUNT] = {
         [MSEG_PROTO_OP_LIST] = "list",
         [MSEG_PROTO_OP_STAT] = "stat",
         [MSEG_PROTO_OP_STATUS] = "status",
+        [MSEG_PROTO_OP_DETACH] = "detach",
 };
 
 const char *mseg_proto_op_name(enum mseg_proto_op op) {
@@ -294,6 +295,9 @@ ssize_t mseg_proto_encode_request(const struct mseg_proto_request *req, char *bu
                 if (req->has_after)
                         SET("after", json_string(req->after));
                 break;
+        case MSEG_PROTO_OP_DETACH:
+                SET("attachment", json_integer((json_int_t) req->attachment));
+                break;
         case MSEG_PROTO_OP_STATUS:
         default:
                 break;
@@ -348,7 +352,7 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
         json_t *root, *jid, *jop, *features_json = NULL;
         const char *op = NULL, *name = NULL, *client = NULL, *after = NULL, *sid = NULL;
         size_t name_len = 0, client_len = 0, after_len = 0;
-        json_int_t id = 0, version = 0, size = 0, max_size = 0, mode = 0;
+        json_int_t id = 0, version = 0, size = 0, max_size = 0, mode = 0, attachment = 0;
         int persistent = 0, autoremove = 0, read_only = 0;
         int r, u;
 
@@ -417,6 +421,10 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
         case MSEG_PROTO_OP_STATUS:
                 u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s}", "id", &id, "op", &op);
                 break;
+        case MSEG_PROTO_OP_DETACH:
+                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:I}", "id", &id, "op", &op,
+                                   "attachment", &attachment);
+                break;
         default:
                 u = -1;
                 snprintf(je.text, sizeof(je.text), "unhandled op");
@@ -455,6 +463,11 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
                 fail(err, errlen, "mode out of range (0..0777)");
                 goto out;
         }
+        if (req->op == MSEG_PROTO_OP_DETACH && attachment < 1) {
+                fail(err, errlen, "attachment out of range (>= 1)");
+                goto out;
+        }
+        req->attachment = (uint64_t) attachment;
         req->size = (uint64_t) size;
         req->max_size = (uint64_t) max_size;
         req->mode = (uint32_t) mode;
@@ -549,8 +562,9 @@ static json_t *result_json(const struct mseg_proto_reply *rep) {
         case MSEG_PROTO_OP_CREATE:
         case MSEG_PROTO_OP_OPEN:
         case MSEG_PROTO_OP_OPEN_OR_CREATE:
-                res = json_pack("{s:o, s:b, s:b}", "segment", seginfo_json(&rep->info, true),
-                                "read_only", rep->read_only, "created", rep->created);
+                res = json_pack("{s:o, s:b, s:b, s:I}", "segment", seginfo_json(&rep->info, true),
+                                "read_only", rep->read_only, "created", rep->created,
+                                "attachment", (json_int_t) rep->attachment);
                 break;
         case MSEG_PROTO_OP_STAT:
                 res = json_pack("{s:o}", "segment", seginfo_json(&rep->info, true));
@@ -610,7 +624,7 @@ ssize_t mseg_proto_encode_reply(const struct mseg_proto_reply *rep, char *buf, s
 static int decode_result(json_t *res, struct mseg_proto_reply *rep, char *err, size_t errlen) {
         json_error_t je;
         json_t *seg = NULL, *fa = NULL, *arr = NULL;
-        json_int_t version, max_message, size;
+        json_int_t version, max_message, size, attachment;
         const char *server;
         size_t server_len, i;
         int ro = 0, created = 0, more = 0, r;
@@ -630,9 +644,12 @@ static int decode_result(json_t *res, struct mseg_proto_reply *rep, char *err, s
         case MSEG_PROTO_OP_CREATE:
         case MSEG_PROTO_OP_OPEN:
         case MSEG_PROTO_OP_OPEN_OR_CREATE:
-                if (json_unpack_ex(res, &je, JSON_STRICT, "{s:o, s:b, s:b}", "segment", &seg,
-                                   "read_only", &ro, "created", &created) < 0)
+                if (json_unpack_ex(res, &je, JSON_STRICT, "{s:o, s:b, s:b, s:I}", "segment", &seg,
+                                   "read_only", &ro, "created", &created, "attachment", &attachment) < 0)
                         return fail(err, errlen, "%s: %s", op_names[rep->op], je.text);
+                if (attachment < 1)
+                        return fail(err, errlen, "%s: attachment out of range", op_names[rep->op]);
+                rep->attachment = (uint64_t) attachment;
                 rep->read_only = ro;
                 rep->created = created;
                 return seginfo_from_json(seg, &rep->info, true, &je, err, errlen);

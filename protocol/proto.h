@@ -45,6 +45,7 @@ enum mseg_proto_op {
         MSEG_PROTO_OP_LIST,
         MSEG_PROTO_OP_STAT,
         MSEG_PROTO_OP_STATUS,
+        MSEG_PROTO_OP_DETACH,           /* the one request without a reply */
         MSEG_PROTO_OP__COUNT,
 };
 
@@ -72,6 +73,8 @@ struct mseg_proto_request {
          * that was removed and reused) */
         bool has_segment_id;
         uint8_t segment_id[16];
+        /* detach: the attachment an open returned */
+        uint64_t attachment;
         /* list: resume after this name */
         bool has_after;
         char after[MSEG_PROTO_NAME_MAX + 1];
@@ -115,6 +118,7 @@ struct mseg_proto_reply {
         struct mseg_proto_seginfo info;
         bool read_only;                 /* the descriptor's access mode */
         bool created;
+        uint64_t attachment;            /* detach with this (>= 1) */
         /* grow */
         uint64_t size;
         /* list: segs points at MSEG_PROTO_LIST_MAX entries (encode: the
