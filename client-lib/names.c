@@ -66,7 +66,7 @@ static inline uint64_t home_slot(uint64_t hash, unsigned log2cap) {
         return hash >> (64 - log2cap);
 }
 
-int mseg__reg_table(struct mseg *seg, uint64_t tword, struct reg_tab *tb) {
+REG_READER int mseg__reg_table(struct mseg *seg, uint64_t tword, struct reg_tab *tb) {
         uint64_t off = reg_tword_off(tword);
         reg_table *t;
         uint32_t magic, log2;
@@ -104,7 +104,7 @@ reg_entry *mseg__reg_entry_at(struct mseg *seg, uint64_t off) {
 /* Compare bytes of the segment with the caller's. The segment side may be
  * changing under us (the caller validates afterwards), so read it with
  * relaxed loads rather than memcmp, which the sanitizers would flag. */
-static bool seg_bytes_equal(const char *seg_side, const char *mine, size_t n) {
+REG_READER static bool seg_bytes_equal(const char *seg_side, const char *mine, size_t n) {
         size_t i = 0;
 
         for (; i + 8 <= n; i += 8) {
@@ -125,7 +125,7 @@ enum probe_result { PROBE_MISS, PROBE_HIT, PROBE_RETRY, PROBE_BAD };
 /* Examine the entry a slot refers to. HIT fills *hit with a validated
  * snapshot; MISS means "not this one"; RETRY means the slot or the entry
  * changed while we read; BAD means the reference or the entry is invalid. */
-static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, const mseg_type *type,
+REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, const mseg_type *type,
                                      _Atomic uint64_t *slot, uint64_t ref, struct reg_hit *hit) {
         uint64_t off = reg_ref_off(ref), g1, g2, ref2, count, obj_off, esize, names_end;
         reg_entry *e = mseg__reg_entry_at(seg, off);
@@ -173,11 +173,13 @@ static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, 
         hit->entry_off = off;
         hit->gen = g1;
         hit->count = count;
+        hit->elem_size = esize;
         hit->obj_off = obj_off;
+        hit->slotp = slot;
         return PROBE_HIT;
 }
 
-int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type *type, struct reg_hit *hit) {
+REG_READER int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type *type, struct reg_hit *hit) {
         reg_root *root = reg_root_of(seg);
         uint64_t frag = k->hash >> REG_REF_OFF_BITS;
 
@@ -444,27 +446,34 @@ int mseg__reg_reserve(struct mseg *seg, uint64_t n) {
 
         if (n > (UINT64_C(1) << (REG_MAX_LOG2 - 1)))
                 return mseg__error(-ENOMEM, "cannot reserve room for %llu names", (unsigned long long) n);
-        atomic_store_explicit(&root->min_log2, l, memory_order_relaxed);
         err = mseg__reg_table(seg, w, &tb);
         if (err < 0)
                 return err;
-        if (tb.t && tb.log2 >= l)
-                return 0;
-        return reg_rehash(seg, l);
+        if (!tb.t || tb.log2 < l) {
+                err = reg_rehash(seg, l);
+                if (err < 0)
+                        return err;     /* and no floor that every growth would fail to reach */
+        }
+        atomic_store_explicit(&root->min_log2, l, memory_order_relaxed);
+        return 0;
 }
 
 /* ------------------------------------------------------------- checking */
 
-static bool names_ok(const char *n, unsigned name_len, unsigned type_len) {
-        if (name_len && memchr(n, 0, name_len))
-                return false;
+REG_READER static bool names_ok(const char *n, unsigned name_len, unsigned type_len) {
+        for (unsigned i = 0; i < name_len; i++)
+                if (REG_LOAD(n[i]) == 0)
+                        return false;
         if (REG_LOAD(n[name_len]) != 0)
                 return false;
         n += name_len + 1;
-        return type_len && !memchr(n, 0, type_len) && REG_LOAD(n[type_len]) == 0;
+        for (unsigned i = 0; i < type_len; i++)
+                if (REG_LOAD(n[i]) == 0)
+                        return false;
+        return type_len && REG_LOAD(n[type_len]) == 0;
 }
 
-int mseg__reg_entry_check(struct mseg *seg, uint64_t off, struct reg_view *v) {
+REG_READER int mseg__reg_entry_check(struct mseg *seg, uint64_t off, struct reg_view *v) {
         reg_entry *e = mseg__reg_entry_at(seg, off);
         uint64_t delta, back;
 
@@ -558,12 +567,12 @@ int mseg__reg_scrub(struct mseg *seg) {
  * slots involved still hold what we read, and the counters, which writers
  * change one step apart from the slots, are not compared. An EMPTY slot
  * never reappears inside a table, so reachability needs no such care. */
-static bool moved(_Atomic uint64_t *slot, uint64_t ref) {
+REG_READER static bool moved(_Atomic uint64_t *slot, uint64_t ref) {
         atomic_thread_fence(memory_order_acquire);
         return atomic_load_explicit(slot, memory_order_acquire) != ref;
 }
 
-int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
+REG_READER int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_acquire);
         uint64_t named = 0, unique = 0, tombs = 0, mask;
@@ -605,7 +614,7 @@ int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
                         r = mseg__error(MSEG_E_CORRUPT, "registry slot %llu: anonymous entry indexed",
                                         (unsigned long long) i);
                 if (r == 0) {
-                        memcpy(name, v.name, v.name_len);
+                        reg_copy_out(name, v.name, v.name_len);
                         if (v.hash != mseg__reg_hash(seg->hdr->sip_key, v.kind, name, v.name_len) ||
                             (v.hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
                                 r = mseg__error(MSEG_E_CORRUPT, "registry slot %llu: hash of \"%.*s\" does not match",
@@ -661,7 +670,7 @@ int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
         return 0;
 }
 
-int mseg__reg_snapshot(struct mseg *seg, uint8_t kind, struct reg_snap **ret, size_t *ret_n) {
+REG_READER int mseg__reg_snapshot(struct mseg *seg, uint8_t kind, struct reg_snap **ret, size_t *ret_n) {
         reg_root *root = reg_root_of(seg);
 
         for (unsigned attempt = 0; attempt < 64; attempt++) {

@@ -489,11 +489,10 @@ fail:
 /* Destroy the indexed object @k (lock taken here). @expect_entry, if not 0,
  * must be the entry found (destroy_ptr). @type NULL: any type; destructors
  * then come from this process's memory of the type. */
-static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_type *type, uint64_t expect_entry) {
+static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_type *type, uint64_t expect_entry,
+                       const struct reg_view *pv) {
         reg_root *root = reg_root_of(seg);
         struct reg_hit hit;
-        struct reg_view v;
-        struct reg_tab tb;
         reg_intent *it;
         reg_entry *e;
         dtor_fn fn;
@@ -518,17 +517,10 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
                 reg_unlock(root);
                 return mseg__error(-EINVAL, "pointer is not the object named \"%.*s\"", (int) k->len, k->name);
         }
-        current_table(seg, &tb);
-        if (!tb.t || tb.off != hit.table_off || hit.slot > tb.mask) {
-                reg_unlock(root);
-                return mseg__error(MSEG_E_CORRUPT, "registry table moved under the lock");
-        }
-        if (mseg__reg_entry_check(seg, hit.entry_off, &v) < 0) {
-                reg_unlock(root);
-                return MSEG_E_CORRUPT;
-        }
-        e = v.e;
-        fn = type ? type->destroy : dtor_lookup(&v);
+        /* The lookup validated the entry and its slot, and with the lock
+         * held nothing else moves them. */
+        e = (reg_entry *) (seg->base + hit.entry_off);
+        fn = type ? type->destroy : pv ? dtor_lookup(pv) : NULL;
 
         it = &root->op[depth - 1];
         atomic_store_explicit(&it->entry_off, hit.entry_off, memory_order_relaxed);
@@ -538,7 +530,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
 
         /* Unpublish first: readers stop finding it before it is torn down. */
         atomic_store_explicit(&e->gen, 0, memory_order_release);
-        atomic_store_explicit(&tb.t->slots[hit.slot], REG_SLOT_TOMB, memory_order_release);
+        atomic_store_explicit(hit.slotp, REG_SLOT_TOMB, memory_order_release);
         if (k->kind == MSEG_KIND_NAMED)
                 atomic_store_explicit(&root->named_count,
                                       atomic_load_explicit(&root->named_count, memory_order_relaxed) - 1,
@@ -549,7 +541,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
                                       memory_order_relaxed);
 
         MSEG_TEST_HOOK("registry.destroy.unpublished");
-        run_dtors(fn, obj_of(seg, hit.obj_off), v.elem_size, hit.count);
+        run_dtors(fn, obj_of(seg, hit.obj_off), (size_t) hit.elem_size, hit.count);
 
         atomic_store_explicit(&it->entry_off, 0, memory_order_release);
         mseg__free_off(seg, hit.entry_off);
@@ -560,7 +552,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
 }
 
 /* The entry of an object pointer the construction family returned, checked. */
-static int view_of_ptr(struct mseg *seg, const void *p, struct reg_view *v, uint64_t *ret_off) {
+REG_READER static int view_of_ptr(struct mseg *seg, const void *p, struct reg_view *v, uint64_t *ret_off) {
         uint64_t obj_off, delta, off;
 
         if (!seg || !p)
@@ -647,7 +639,7 @@ int mseg_destroy(mseg *seg, const char *name, const mseg_type *type) {
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
                 return r;
         mseg__reg_key(seg, &k, MSEG_KIND_NAMED, name, len);
-        return reg_destroy(seg, &k, type, 0);
+        return reg_destroy(seg, &k, type, 0, NULL);
 }
 
 int mseg_destroy_ptr(mseg *seg, void *p) {
@@ -661,13 +653,15 @@ int mseg_destroy_ptr(mseg *seg, void *p) {
         r = view_of_ptr(seg, p, &v, &off);
         if (r < 0)
                 return r;
+        if (v.gen == 0)
+                return mseg__error(-EINVAL, "object was destroyed already");
         if (seg->read_only)
                 return mseg__error(-EROFS, "segment is mapped read-only");
         if (v.kind != MSEG_KIND_ANONYMOUS) {
                 /* Copy the name out: the entry is freed while we use the key. */
-                memcpy(name, v.name, v.name_len);
+                reg_copy_out(name, v.name, v.name_len);
                 mseg__reg_key(seg, &k, v.kind, name, v.name_len);
-                return reg_destroy(seg, &k, NULL, off);
+                return reg_destroy(seg, &k, NULL, off, &v);
         }
         /* Anonymous: no index, no lock. Claim it with one CAS so that two
          * racing destroyers cannot both free it. */
@@ -723,7 +717,7 @@ int mseg_destroy_unique(mseg *seg, const mseg_type *type) {
         if ((r = check_type(type, &tlen)) < 0)
                 return r;
         mseg__reg_key(seg, &k, MSEG_KIND_UNIQUE, type->name, tlen);
-        return reg_destroy(seg, &k, type, 0);
+        return reg_destroy(seg, &k, type, 0, NULL);
 }
 
 void *mseg_construct_anonymous(mseg *seg, const mseg_type *type, size_t count, mseg_init_fn init, void *arg) {
@@ -888,9 +882,9 @@ static int reg_foreach(mseg *seg, uint8_t kind, int (*fn)(const struct mseg_obje
                         continue;       /* destroyed since the snapshot */
                 /* Copies: another process may destroy the object while the
                  * callback runs; the copies, checked below, stay whole. */
-                memcpy(name, ev.name, ev.name_len);
+                reg_copy_out(name, ev.name, ev.name_len);
                 name[ev.name_len] = 0;
-                memcpy(type_name, ev.type_name, ev.type_len);
+                reg_copy_out(type_name, ev.type_name, ev.type_len);
                 type_name[ev.type_len] = 0;
                 atomic_thread_fence(memory_order_acquire);
                 if (atomic_load_explicit(&ev.e->gen, memory_order_acquire) != v[i].gen)

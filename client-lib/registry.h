@@ -154,7 +154,9 @@ struct reg_hit {
         uint64_t entry_off;
         uint64_t gen;
         uint64_t count;
+        uint64_t elem_size;
         uint64_t obj_off;
+        _Atomic uint64_t *slotp;        /* &table->slots[slot] */
         bool type_ok;                   /* the caller's type matched (or none given) */
 };
 
@@ -171,6 +173,28 @@ static inline uint64_t reg_obj_delta(unsigned name_len, unsigned type_len, uint6
 /* A racy read of a plain field of shared memory: read once, never torn for
  * naturally aligned sizes, and no data race for the sanitizers. */
 #define REG_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Readers may read an entry or a table that a thread of this very process
+ * has just freed (and the allocator has poisoned for AddressSanitizer); that
+ * is by design: the read is validated afterwards and discarded. The
+ * functions that do it are exempt from AddressSanitizer, and use no
+ * intercepted libc calls (memcmp, memchr, memcpy) on segment memory. */
+#if defined(__SANITIZE_ADDRESS__)
+#define REG_READER __attribute__((no_sanitize_address))
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REG_READER __attribute__((no_sanitize_address))
+#endif
+#endif
+#ifndef REG_READER
+#define REG_READER
+#endif
+
+/* Copy @n bytes out of the segment (see REG_READER). */
+REG_READER static inline void reg_copy_out(char *dst, const char *seg_src, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                dst[i] = __atomic_load_n(seg_src + i, __ATOMIC_RELAXED);
+}
 
 static inline reg_root *reg_root_of(const struct mseg *seg) {
         return (reg_root *) (seg->base + seg->hdr->registry_off);

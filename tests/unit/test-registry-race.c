@@ -187,6 +187,79 @@ static void test_threads(mseg *seg) {
         free(c);
 }
 
+/* ---- threads reading while another thread destroys (one process) ----
+ *
+ * In a buffer or heap segment under AddressSanitizer the allocator poisons
+ * freed blocks; a reader that meets an entry freed under it must still
+ * neither crash nor be reported (names.c reads such memory on purpose and
+ * throws the read away). */
+
+struct rctx {
+        mseg *seg;
+        _Atomic int *stop;
+        uint64_t found;
+};
+
+static void *reader_thread(void *arg) {
+        struct rctx *c = arg;
+        uint64_t rng = (uint64_t) (uintptr_t) c;
+        char name[32];
+
+        while (!atomic_load(c->stop)) {
+                int d = (int) (test_rand(&rng) % 500);
+                size_t count = 0;
+                int64_t *p;
+
+                snprintf(name, sizeof(name), "churn%d", d);
+                p = mseg_find(c->seg, name, MSEG_TYPE(int64_t), &count);
+                if (p) {
+                        ASSERT_EQ(count, (size_t) d % 7 + 1);
+                        c->found++;
+                } else {
+                        ASSERT_EQ(errno, ENOENT);
+                }
+        }
+        return NULL;
+}
+
+static void test_thread_readers(void) {
+        const uint64_t size = 8 << 20;
+        void *buf = shared_area(size);
+        _Atomic int stop = 0;
+        struct rctx rc[2];
+        pthread_t th[2];
+        uint64_t rng = 5;
+        char name[32];
+        mseg *seg;
+
+        ASSERT_OK(mseg_buffer_create(&seg, buf, size));
+        for (int i = 0; i < 2; i++) {
+                rc[i] = (struct rctx){ .seg = seg, .stop = &stop };
+                ASSERT_EQ(pthread_create(&th[i], NULL, reader_thread, &rc[i]), 0);
+        }
+        for (int op = 0; op < 60000; op++) {
+                int d = (int) (test_rand(&rng) % 500);
+
+                snprintf(name, sizeof(name), "churn%d", d);
+                if (op & 1)
+                        (void) mseg_destroy(seg, name, MSEG_TYPE(int64_t));
+                else if (!mseg_construct(seg, name, MSEG_TYPE(int64_t), (size_t) d % 7 + 1, NULL, NULL))
+                        ASSERT_EQ(errno, EEXIST);
+        }
+        atomic_store(&stop, 1);
+        for (int i = 0; i < 2; i++)
+                pthread_join(th[i], NULL);
+        ASSERT(rc[0].found + rc[1].found > 0);
+        ASSERT_OK(mseg_check(seg));
+        for (int d = 0; d < 500; d++) {
+                snprintf(name, sizeof(name), "churn%d", d);
+                (void) mseg_destroy(seg, name, MSEG_TYPE(int64_t));
+        }
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        mseg_close(seg);
+        munmap(buf, size);
+}
+
 int main(void) {
         char path[128];
         struct shared *sh = shared_area(sizeof(struct shared));
@@ -215,6 +288,7 @@ int main(void) {
         ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
         mseg_close(seg);
         unlink(path);
+        test_thread_readers();
         printf("test-registry-race: ok (%d rounds x %d processes, %d rounds x %d threads)\n", ROUNDS, NPROC,
                TROUNDS, NTHREADS);
         return 0;
