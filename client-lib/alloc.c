@@ -266,6 +266,8 @@ int mseg__alloc_attach(struct mseg *seg) {
         L->writable = !seg->read_only;
         L->poison = A_ASAN && L->writable && (seg->kind == MSEG__KIND_HEAP || seg->kind == MSEG__KIND_BUFFER);
         L->caches = L->writable && g.mag_max > 0;
+        memcpy(&L->cookie, seg->hdr->id, sizeof(L->cookie));
+        L->cookie ^= UINT64_C(0x6d73656746524545);     /* "msegFREE" */
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
                 L->nblocks[c] = (g.sb_units * (uint32_t) A_UNIT) / mseg__class_size[c];
                 L->cap[c] = mseg__mag_cap(c, g.mag_max);
@@ -1117,6 +1119,7 @@ static int free_small(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
                         return r;
                 n = h->count[c];
         }
+        *(uint64_t *) (L->base + off) = off ^ L->cookie;
         a_poison(L, L->base + off, mseg__class_size[c]);
         e[n] = off;
         h->count[c] = n + 1;
@@ -1159,11 +1162,18 @@ int mseg_free(mseg *seg, void *p) {
                         uint32_t c = b.cls, n = t->heap->count[c];
                         uint64_t *e = t->ent + L->start[c];
                         if (mseg__likely(n < L->cap[c])) {
-                                for (uint32_t i = 0; i < n; i++)
-                                        if (mseg__unlikely(e[i] == off))
-                                                return mseg__error(-EINVAL, "mseg_free: double free of offset %llu",
-                                                                   (unsigned long long) off);
+                                uint64_t *w = p;
+                                /* A block freed into a magazine carries a cookie
+                                 * in its first word: only a block that still
+                                 * has one can be a repeated free, so only then
+                                 * is the magazine searched. */
+                                if (mseg__unlikely(*w == (off ^ L->cookie)))
+                                        for (uint32_t i = 0; i < n; i++)
+                                                if (e[i] == off)
+                                                        return mseg__error(-EINVAL, "mseg_free: double free of offset %llu",
+                                                                           (unsigned long long) off);
                                 fill_freed(p, mseg__class_size[c]);
+                                *w = off ^ L->cookie;
                                 a_poison(L, p, mseg__class_size[c]);
                                 e[n] = off;
                                 t->heap->count[c] = n + 1;

@@ -203,6 +203,7 @@ struct mseg__alloc_local {
         bool writable;
         bool poison;                    /* ASan poisoning allowed (private kinds) */
         bool caches;                    /* magazines enabled */
+        uint64_t cookie;                /* first word of a block freed into a magazine: off ^ cookie */
         _Atomic uint64_t stuck;         /* locks that timed out here (bit: class, 32 pages, 33 slots) */
         uint32_t nblocks[A_NCLASSES];
         uint32_t cap[A_NCLASSES];       /* magazine capacity per class */
