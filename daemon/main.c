@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,9 +553,20 @@ int main(int argc, char **argv) {
                 if (listen_fd < 0)
                         goto out_table;
         } else {
+                struct sockaddr_un sa;
+                socklen_t len = sizeof(sa);
                 int fl = fcntl(listen_fd, F_GETFL);
+                char *path;
+
                 if (fl >= 0 && !(fl & O_NONBLOCK))
                         fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK);
+                /* Log the path we really serve, not the default. */
+                if (getsockname(listen_fd, (struct sockaddr *) &sa, &len) == 0 &&
+                    len > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0] &&
+                    (path = strndup(sa.sun_path, len - offsetof(struct sockaddr_un, sun_path)))) {
+                        free(cfg.socket_path);
+                        cfg.socket_path = path;
+                }
         }
         r = fdstore_adopt(&table);      /* before the state files: the stored memfds are newer */
         if (r < 0)

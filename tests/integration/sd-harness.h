@@ -66,7 +66,7 @@ struct sd_mgr {
 static struct sd_mgr *sd_current;
 static pid_t sd_owner;                  /* forked children must not clean up */
 
-static void sd_rmtree(const char *dir) {
+static inline void sd_rmtree(const char *dir) {
         char cmd[300];
 
         if (!dir[0] || strncmp(dir, "/tmp/mseg-sd-", 13) != 0)
@@ -76,7 +76,7 @@ static void sd_rmtree(const char *dir) {
                 fprintf(stderr, "cannot remove %s\n", dir);
 }
 
-static void sd_cleanup(void) {
+static inline void sd_cleanup(void) {
         struct sd_mgr *m = sd_current;
 
         if (!m || getpid() != sd_owner)
@@ -90,7 +90,7 @@ static void sd_cleanup(void) {
                 sd_rmtree(m->dir);
 }
 
-static void sd_on_alarm(int sig) {
+static inline void sd_on_alarm(int sig) {
         static const char msg[] = "FAIL: test timed out\n";
 
         (void) sig;
@@ -108,11 +108,11 @@ static inline uint64_t sd_now_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
-static void *sd_reader(void *arg);
+static inline void *sd_reader(void *arg);
 
 /* Temporary directory, listening socket, notify socket, the reader thread;
  * alarm(@secs). */
-static void sd_setup(struct sd_mgr *m, unsigned secs) {
+static inline void sd_setup(struct sd_mgr *m, unsigned secs) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int one = 1;
 
@@ -151,12 +151,12 @@ static void sd_setup(struct sd_mgr *m, unsigned secs) {
         ASSERT_OK(-pthread_create(&m->reader, NULL, sd_reader, m));
 }
 
-static bool sd_same_file(int a, int b) {
+static inline bool sd_same_file(int a, int b) {
         struct stat sa, sb;
         return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-static void sd_store_add(struct sd_mgr *m, const char *name, int fd) {
+static inline void sd_store_add(struct sd_mgr *m, const char *name, int fd) {
         for (unsigned i = 0; i < m->nstore; i++)
                 if (sd_same_file(m->store[i].fd, fd)) {
                         close(fd);      /* systemd: "Suppressing duplicate fd in fd store" */
@@ -168,7 +168,7 @@ static void sd_store_add(struct sd_mgr *m, const char *name, int fd) {
         m->store[m->nstore++].fd = fd;
 }
 
-static unsigned sd_store_remove(struct sd_mgr *m, const char *name) {
+static inline unsigned sd_store_remove(struct sd_mgr *m, const char *name) {
         unsigned n = 0;
 
         for (unsigned i = 0; i < m->nstore;) {
@@ -184,15 +184,15 @@ static unsigned sd_store_remove(struct sd_mgr *m, const char *name) {
 }
 
 /* The store entry named @name, or NULL. */
-static struct sd_entry *sd_store_find(struct sd_mgr *m, const char *name) {
+static inline struct sd_entry *sd_store_find(struct sd_mgr *m, const char *name) {
         for (unsigned i = 0; i < m->nstore; i++)
                 if (strcmp(m->store[i].name, name) == 0)
                         return &m->store[i];
         return NULL;
 }
 
-static void sd_datagram(struct sd_mgr *m, char *buf, size_t len, int *fds, unsigned nfds, const struct ucred *cred,
-                        const struct timespec *ts) {
+static inline void sd_datagram(struct sd_mgr *m, char *buf, size_t len, int *fds, unsigned nfds,
+                               const struct ucred *cred, const struct timespec *ts) {
         char fdname[256] = "stored";
         bool fdstore = false, remove = false;
 
@@ -240,7 +240,7 @@ static void sd_datagram(struct sd_mgr *m, char *buf, size_t len, int *fds, unsig
 }
 
 /* Receive and process every queued datagram; the caller holds m->lock. */
-static void sd_drain(struct sd_mgr *m) {
+static inline void sd_drain(struct sd_mgr *m) {
         for (;;) {
                 char buf[4096];
                 union {
@@ -286,7 +286,7 @@ static void sd_drain(struct sd_mgr *m) {
 /* Like PID 1, read notifications as they come: a unix datagram socket
  * queues only net.unix.max_dgram_qlen (10) messages, and a sender blocks
  * beyond that. */
-static void *sd_reader(void *arg) {
+static inline void *sd_reader(void *arg) {
         struct sd_mgr *m = arg;
 
         for (;;) {
@@ -300,7 +300,7 @@ static void *sd_reader(void *arg) {
 }
 
 /* Process what has arrived, then wait @ms more (0: just process). */
-static void sd_pump(struct sd_mgr *m, int ms) {
+static inline void sd_pump(struct sd_mgr *m, int ms) {
         uint64_t end = sd_now_ms() + (uint64_t) (ms > 0 ? ms : 0);
 
         for (;;) {
@@ -329,7 +329,7 @@ static void sd_pump(struct sd_mgr *m, int ms) {
 
 /* Start msegd; with @pass_store the stored descriptors follow the socket.
  * @extra: more arguments, NULL-terminated (may be NULL). */
-static void sd_start(struct sd_mgr *m, bool pass_store, const char *const *extra) {
+static inline void sd_start(struct sd_mgr *m, bool pass_store, const char *const *extra) {
         const char *msegd = getenv("MSEGD");
         int src[1 + SD_STORE_MAX];
         char names[1 + SD_STORE_MAX][256];
@@ -411,13 +411,13 @@ static void sd_start(struct sd_mgr *m, bool pass_store, const char *const *extra
         }
 }
 
-static void sd_wait_ready(struct sd_mgr *m) {
+static inline void sd_wait_ready(struct sd_mgr *m) {
         if (!SD_WAIT(m, m->nready > 0, 20000))
                 FAIL("msegd sent no READY=1 within 20 s (log: %s)", m->log_path);
 }
 
 /* Signal msegd and reap it; returns its wait status. */
-static int sd_kill(struct sd_mgr *m, int sig) {
+static inline int sd_kill(struct sd_mgr *m, int sig) {
         int st = 0;
         uint64_t end = sd_now_ms() + 20000;
 
@@ -438,7 +438,7 @@ static int sd_kill(struct sd_mgr *m, int sig) {
 }
 
 /* Does msegd's log contain @s? */
-static bool sd_log_has(const struct sd_mgr *m, const char *s) {
+static inline bool sd_log_has(const struct sd_mgr *m, const char *s) {
         static char buf[1 << 20];
         int fd = open(m->log_path, O_RDONLY | O_CLOEXEC);
         ssize_t n;
@@ -453,14 +453,14 @@ static bool sd_log_has(const struct sd_mgr *m, const char *s) {
         return strstr(buf, s) != NULL;
 }
 
-static unsigned sd_store_count_prefix(const struct sd_mgr *m, const char *prefix) {
+static inline unsigned sd_store_count_prefix(const struct sd_mgr *m, const char *prefix) {
         unsigned n = 0;
         for (unsigned i = 0; i < m->nstore; i++)
                 n += strncmp(m->store[i].name, prefix, strlen(prefix)) == 0;
         return n;
 }
 
-static void sd_hex(const uint8_t id[16], char out[33]) {
+static inline void sd_hex(const uint8_t id[16], char out[33]) {
         for (int i = 0; i < 16; i++)
                 snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
