@@ -26,8 +26,8 @@
  * The table grows (doubles) when it reaches 7/8 (live + tombstones): a
  * dense table is what keeps it in the cache while the entries it points to
  * stream through, and most probes stay inside one 64-byte line of 8 slots
- * anyway. It is rebuilt when a quarter of it are tombstones, shrinks when
- * it is 1/8 full,
+ * anyway. An insert that finds it 7/8 used with few live names rebuilds it
+ * at the same size (sweeping the tombstones); it shrinks when 1/8 full,
  * and is freed when the last name goes, so that an empty registry holds no
  * memory (mseg_all_memory_deallocated). For tables up to 2^24 slots a
  * rebuild needs only the slots (the home slot comes from the stored hash
@@ -55,11 +55,14 @@ uint64_t mseg__reg_hash(const uint8_t key[16], uint8_t kind, const char *name, s
         return h;
 }
 
-void mseg__reg_key(const struct mseg *seg, struct reg_key *k, uint8_t kind, const char *name, size_t len) {
+void mseg__reg_key(const struct mseg *seg, struct reg_key *k, uint8_t kind, const char *name, size_t len,
+                   const mseg_type *type, size_t type_len) {
         k->name = name;
         k->len = len;
         k->kind = kind;
         k->hash = mseg__reg_hash(seg->hdr->sip_key, kind, name, len);
+        k->type = type;
+        k->type_len = type_len;
 }
 
 static inline uint64_t home_slot(uint64_t hash, unsigned log2cap) {
@@ -125,8 +128,8 @@ enum probe_result { PROBE_MISS, PROBE_HIT, PROBE_RETRY, PROBE_BAD };
 /* Examine the entry a slot refers to. HIT fills *hit with a validated
  * snapshot; MISS means "not this one"; RETRY means the slot or the entry
  * changed while we read; BAD means the reference or the entry is invalid. */
-REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, const mseg_type *type,
-                                     _Atomic uint64_t *slot, uint64_t ref, struct reg_hit *hit) {
+REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct reg_key *k, _Atomic uint64_t *slot,
+                                                uint64_t ref, struct reg_hit *hit) {
         uint64_t off = reg_ref_off(ref), g1, g2, ref2, count, obj_off, esize, names_end;
         reg_entry *e = mseg__reg_entry_at(seg, off);
         unsigned name_len, type_len, align_log2;
@@ -157,12 +160,10 @@ REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct r
             obj_off > seg->map_size || (esize && count > (seg->map_size - obj_off) / esize))
                 return PROBE_BAD;
         hit->type_ok = true;
-        if (type) {
-                size_t tl = strlen(type->name);
-                hit->type_ok = tl == type_len && esize == type->size &&
-                               (UINT64_C(1) << align_log2) == type->align &&
-                               seg_bytes_equal(e->names + name_len + 1, type->name, tl);
-        }
+        if (k->type)
+                hit->type_ok = k->type_len == type_len && esize == k->type->size &&
+                               (UINT64_C(1) << align_log2) == k->type->align &&
+                               seg_bytes_equal(e->names + name_len + 1, k->type->name, k->type_len);
         /* Validate: nothing we read may have changed since we loaded g1. */
         atomic_thread_fence(memory_order_acquire);
         ref2 = atomic_load_explicit(slot, memory_order_acquire);
@@ -179,7 +180,7 @@ REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct r
         return PROBE_HIT;
 }
 
-REG_READER int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type *type, struct reg_hit *hit) {
+REG_READER int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, struct reg_hit *hit) {
         reg_root *root = reg_root_of(seg);
         uint64_t frag = k->hash >> REG_REF_OFF_BITS;
 
@@ -209,7 +210,7 @@ REG_READER int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const
                                 break;
                         if (ref == REG_SLOT_TOMB || reg_ref_frag(ref) != frag)
                                 continue;
-                        pr = probe_entry(seg, k, type, &t->slots[i], ref, hit);
+                        pr = probe_entry(seg, k, &t->slots[i], ref, hit);
                         if (pr == PROBE_MISS)
                                 continue;
                         if (pr == PROBE_HIT) {
@@ -238,6 +239,47 @@ again:
 }
 
 /* ---------------------------------------------------------------- writers */
+
+int mseg__reg_find_locked(struct mseg *seg, const struct reg_key *k, struct reg_hit *hit, uint64_t *ret_ins) {
+        reg_root *root = reg_root_of(seg);
+        uint64_t frag = k->hash >> REG_REF_OFF_BITS, mask, i, ins = REG_NO_SLOT;
+        struct reg_tab tb;
+        int err;
+
+        *ret_ins = REG_NO_SLOT;
+        err = mseg__reg_table(seg, atomic_load_explicit(&root->table, memory_order_relaxed), &tb);
+        if (err < 0 || !tb.t)
+                return err;
+        mask = tb.mask;
+        i = home_slot(k->hash, tb.log2);
+        for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+                uint64_t ref = atomic_load_explicit(&tb.t->slots[i], memory_order_relaxed);
+                enum probe_result pr;
+
+                if (ref == REG_SLOT_EMPTY) {
+                        *ret_ins = ins == REG_NO_SLOT ? i : ins;
+                        return 0;
+                }
+                if (ref == REG_SLOT_TOMB) {
+                        if (ins == REG_NO_SLOT)
+                                ins = i;
+                        continue;
+                }
+                if (reg_ref_frag(ref) != frag)
+                        continue;
+                pr = probe_entry(seg, k, &tb.t->slots[i], ref, hit);
+                if (pr == PROBE_MISS)
+                        continue;
+                if (pr != PROBE_HIT)    /* nothing moves under the lock: damage */
+                        return mseg__error(MSEG_E_CORRUPT, "registry slot %llu refers to a damaged entry at 0x%llx",
+                                           (unsigned long long) i, (unsigned long long) reg_ref_off(ref));
+                hit->table_off = tb.off;
+                hit->slot = i;
+                return 1;
+        }
+        *ret_ins = ins;
+        return 0;
+}
 
 int mseg__reg_insert_slot(const struct reg_tab *tb, uint64_t hash, uint64_t *ret_slot) {
         uint64_t mask = tb->mask, i = home_slot(hash, tb->log2);
@@ -321,6 +363,7 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
         atomic_store_explicit(&root->tgen, tgen, memory_order_relaxed);
         atomic_store_explicit(&root->table, reg_tword_make(new_off, tgen), memory_order_release);
         atomic_store_explicit(&root->used, live, memory_order_relaxed);
+        reg_bump_epoch(root);
 
         MSEG_TEST_HOOK("registry.rehash.published");
         /* Forget the old table before freeing it: a crash in between leaks
@@ -385,7 +428,8 @@ int mseg__reg_make_room(struct mseg *seg) {
                 min_log2 = REG_MAX_LOG2;
         if (!w) {
                 l = log2_for(live + 1, 1);
-                return reg_rehash(seg, l > min_log2 ? l : min_log2);
+                err = reg_rehash(seg, l > min_log2 ? l : min_log2);
+                return err < 0 ? err : 1;
         }
         err = mseg__reg_table(seg, w, &tb);
         if (err < 0)
@@ -403,13 +447,14 @@ int mseg__reg_make_room(struct mseg *seg) {
                 l = tb.log2;
         if (l >= REG_MAX_LOG2 && (live + 1) * 8 > (UINT64_C(1) << REG_MAX_LOG2) * 7)
                 return mseg__error(-ENOSPC, "registry index is at its maximum size");
-        return reg_rehash(seg, l);
+        err = reg_rehash(seg, l);
+        return err < 0 ? err : 1;
 }
 
 int mseg__reg_maybe_shrink(struct mseg *seg) {
         reg_root *root = reg_root_of(seg);
         uint64_t w = atomic_load_explicit(&root->table, memory_order_relaxed);
-        uint64_t live = live_names(root), used;
+        uint64_t live = live_names(root);
         unsigned min_log2 = (unsigned) atomic_load_explicit(&root->min_log2, memory_order_relaxed);
         unsigned l;
         struct reg_tab tb;
@@ -422,7 +467,6 @@ int mseg__reg_maybe_shrink(struct mseg *seg) {
         err = mseg__reg_table(seg, w, &tb);
         if (err < 0)
                 return err;
-        used = atomic_load_explicit(&root->used, memory_order_relaxed);
         if (tb.log2 > REG_MIN_LOG2 && tb.log2 > min_log2 && live * 8 < tb.mask + 1) {
                 l = log2_for(live, 2);
                 if (l < min_log2)
@@ -430,10 +474,9 @@ int mseg__reg_maybe_shrink(struct mseg *seg) {
                 if (l < tb.log2)
                         return reg_rehash(seg, l);
         }
-        /* Many tombstones and few names: sweep them now rather than at the
-         * next insert, so lookups for absent names stay short. */
-        if ((used - live) * 4 > tb.mask + 1)
-                return reg_rehash(seg, tb.log2);
+        /* Tombstones are swept by the next insert that finds the table
+         * 7/8 used (mseg__reg_make_room), not here: a run of destroys then
+         * pays for no rebuild it does not need. */
         return 0;
 }
 

@@ -310,7 +310,8 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                            const mseg_type *type, size_t tlen, size_t count,
                            mseg_init_fn init, void *arg, bool or_find) {
         reg_root *root = reg_root_of(seg);
-        uint64_t bytes, delta, total, off, align = type->align < 16 ? 16 : type->align;
+        uint64_t bytes, delta, total, off, ins = REG_NO_SLOT, epoch = 0;
+        uint64_t align = type->align < 16 ? 16 : type->align;
         struct reg_key k;
         struct reg_hit hit;
         reg_intent *it = NULL;
@@ -321,9 +322,9 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
 
         dtor_remember(type, tlen);
         if (kind != MSEG_KIND_ANONYMOUS) {
-                mseg__reg_key(seg, &k, kind, name, len);
+                mseg__reg_key(seg, &k, kind, name, len, type, tlen);
                 if (or_find) {
-                        r = mseg__reg_lookup(seg, &k, type, &hit);
+                        r = mseg__reg_lookup(seg, &k, &hit);
                         if (r < 0)
                                 return mseg__error_null(r, "%s", mseg_last_error());
                         if (r > 0)
@@ -346,7 +347,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 depth = reg_lock(seg, root);
                 if (depth < 0)
                         return mseg__error_null(depth, "%s", mseg_last_error());
-                r = mseg__reg_lookup(seg, &k, type, &hit);
+                r = mseg__reg_find_locked(seg, &k, &hit, &ins);
                 if (r != 0) {
                         reg_unlock(root);
                         if (r < 0)
@@ -355,6 +356,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                                 return existing(seg, &hit, type);
                         return mseg__error_null(-EEXIST, "an object named \"%.*s\" exists", (int) len, name);
                 }
+                epoch = atomic_load_explicit(&root->epoch, memory_order_relaxed);
                 it = &root->op[depth - 1];
                 atomic_store_explicit(&it->entry_off, 0, memory_order_relaxed);
                 atomic_store_explicit(&it->table_off, 0, memory_order_relaxed);
@@ -414,14 +416,15 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 return obj;
         }
 
-        /* init may itself have constructed or destroyed names (nested):
-         * look again, then find the slot in the table as it is now. */
+        /* Find the slot to publish in. The first probe found one, unless
+         * init changed the table (a nested construct or destroy: look
+         * again, the name may even exist now) or it must grow. */
         {
                 struct reg_tab tb;
                 uint64_t slot, old, gen;
 
-                r = mseg__reg_lookup(seg, &k, type, &hit);
-                if (r != 0) {
+                if (atomic_load_explicit(&root->epoch, memory_order_relaxed) != epoch) {
+                        r = mseg__reg_find_locked(seg, &k, &hit, &ins);
                         if (r > 0 && or_find) {
                                 ret = existing(seg, &hit, type);
                                 free_entry(seg, it, off);
@@ -431,7 +434,8 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                         }
                         if (r > 0)
                                 r = mseg__error(-EEXIST, "an object named \"%.*s\" exists", (int) len, name);
-                        goto fail_free;
+                        if (r != 0)
+                                goto fail_free;
                 }
                 r = mseg__reg_make_room(seg);
                 if (r < 0)
@@ -441,9 +445,12 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                         r = mseg__error(MSEG_E_CORRUPT, "registry table vanished");
                         goto fail_free;
                 }
-                r = mseg__reg_insert_slot(&tb, k.hash, &slot);
-                if (r < 0)
-                        goto fail_free;
+                if (r > 0 || ins == REG_NO_SLOT || ins > tb.mask) {
+                        r = mseg__reg_insert_slot(&tb, k.hash, &ins);
+                        if (r < 0)
+                                goto fail_free;
+                }
+                slot = ins;
                 atomic_store_explicit(&it->table_off, tb.off, memory_order_relaxed);
                 atomic_store_explicit(&it->slot, slot, memory_order_release);
 
@@ -455,6 +462,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 if (old == REG_SLOT_EMPTY)
                         atomic_store_explicit(&root->used, atomic_load_explicit(&root->used, memory_order_relaxed) + 1,
                                               memory_order_relaxed);
+                reg_bump_epoch(root);
                 MSEG_TEST_HOOK("registry.construct.published");
                 if (kind == MSEG_KIND_NAMED)
                         atomic_store_explicit(&root->named_count,
@@ -489,9 +497,10 @@ fail:
 /* Destroy the indexed object @k (lock taken here). @expect_entry, if not 0,
  * must be the entry found (destroy_ptr). @type NULL: any type; destructors
  * then come from this process's memory of the type. */
-static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_type *type, uint64_t expect_entry,
-                       const struct reg_view *pv) {
+static int reg_destroy(struct mseg *seg, const struct reg_key *k, uint64_t expect_entry, const struct reg_view *pv) {
+        const mseg_type *type = k->type;
         reg_root *root = reg_root_of(seg);
+        uint64_t ins;
         struct reg_hit hit;
         reg_intent *it;
         reg_entry *e;
@@ -503,7 +512,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
         depth = reg_lock(seg, root);
         if (depth < 0)
                 return depth;
-        r = mseg__reg_lookup(seg, k, type, &hit);
+        r = mseg__reg_find_locked(seg, k, &hit, &ins);
         if (r <= 0) {
                 reg_unlock(root);
                 return r < 0 ? r : mseg__error(-ENOENT, "no object named \"%.*s\"", (int) k->len, k->name);
@@ -531,6 +540,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, const mseg_typ
         /* Unpublish first: readers stop finding it before it is torn down. */
         atomic_store_explicit(&e->gen, 0, memory_order_release);
         atomic_store_explicit(hit.slotp, REG_SLOT_TOMB, memory_order_release);
+        reg_bump_epoch(root);
         if (k->kind == MSEG_KIND_NAMED)
                 atomic_store_explicit(&root->named_count,
                                       atomic_load_explicit(&root->named_count, memory_order_relaxed) - 1,
@@ -596,13 +606,13 @@ void *mseg_find_or_construct(mseg *seg, const char *name, const mseg_type *type,
 }
 
 static void *reg_find(mseg *seg, uint8_t kind, const char *name, size_t len, const mseg_type *type,
-                      size_t *ret_count) {
+                      size_t tlen, size_t *ret_count) {
         struct reg_key k;
         struct reg_hit hit;
         int r;
 
-        mseg__reg_key(seg, &k, kind, name, len);
-        r = mseg__reg_lookup(seg, &k, type, &hit);
+        mseg__reg_key(seg, &k, kind, name, len, type, tlen);
+        r = mseg__reg_lookup(seg, &k, &hit);
         if (r < 0)
                 return mseg__error_null(r, "%s", mseg_last_error());
         if (r == 0) {
@@ -626,7 +636,7 @@ void *mseg_find(mseg *seg, const char *name, const mseg_type *type, size_t *ret_
                 return mseg__error_null(r, "%s", mseg_last_error());
         if (type->destroy)
                 dtor_remember(type, tlen);
-        return reg_find(seg, MSEG_KIND_NAMED, name, len, type, ret_count);
+        return reg_find(seg, MSEG_KIND_NAMED, name, len, type, tlen, ret_count);
 }
 
 int mseg_destroy(mseg *seg, const char *name, const mseg_type *type) {
@@ -638,8 +648,8 @@ int mseg_destroy(mseg *seg, const char *name, const mseg_type *type) {
                 return mseg__error(-EINVAL, "no segment");
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
                 return r;
-        mseg__reg_key(seg, &k, MSEG_KIND_NAMED, name, len);
-        return reg_destroy(seg, &k, type, 0, NULL);
+        mseg__reg_key(seg, &k, MSEG_KIND_NAMED, name, len, type, tlen);
+        return reg_destroy(seg, &k, 0, NULL);
 }
 
 int mseg_destroy_ptr(mseg *seg, void *p) {
@@ -660,8 +670,8 @@ int mseg_destroy_ptr(mseg *seg, void *p) {
         if (v.kind != MSEG_KIND_ANONYMOUS) {
                 /* Copy the name out: the entry is freed while we use the key. */
                 reg_copy_out(name, v.name, v.name_len);
-                mseg__reg_key(seg, &k, v.kind, name, v.name_len);
-                return reg_destroy(seg, &k, NULL, off, &v);
+                mseg__reg_key(seg, &k, v.kind, name, v.name_len, NULL, 0);
+                return reg_destroy(seg, &k, off, &v);
         }
         /* Anonymous: no index, no lock. Claim it with one CAS so that two
          * racing destroyers cannot both free it. */
@@ -704,7 +714,7 @@ void *mseg_find_unique(mseg *seg, const mseg_type *type, size_t *ret_count) {
                 return mseg__error_null(r, "%s", mseg_last_error());
         if (type->destroy)
                 dtor_remember(type, tlen);
-        return reg_find(seg, MSEG_KIND_UNIQUE, type->name, tlen, type, ret_count);
+        return reg_find(seg, MSEG_KIND_UNIQUE, type->name, tlen, type, tlen, ret_count);
 }
 
 int mseg_destroy_unique(mseg *seg, const mseg_type *type) {
@@ -716,8 +726,8 @@ int mseg_destroy_unique(mseg *seg, const mseg_type *type) {
                 return mseg__error(-EINVAL, "no segment");
         if ((r = check_type(type, &tlen)) < 0)
                 return r;
-        mseg__reg_key(seg, &k, MSEG_KIND_UNIQUE, type->name, tlen);
-        return reg_destroy(seg, &k, type, 0, NULL);
+        mseg__reg_key(seg, &k, MSEG_KIND_UNIQUE, type->name, tlen, type, tlen);
+        return reg_destroy(seg, &k, 0, NULL);
 }
 
 void *mseg_construct_anonymous(mseg *seg, const mseg_type *type, size_t count, mseg_init_fn init, void *arg) {
@@ -806,7 +816,7 @@ int mseg_wait_name(mseg *seg, const char *name, const mseg_type *type, int64_t t
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
                 return r;
         root = reg_root_of(seg);
-        mseg__reg_key(seg, &k, MSEG_KIND_NAMED, name, len);
+        mseg__reg_key(seg, &k, MSEG_KIND_NAMED, name, len, type, tlen);
         if (timeout_ms >= 0)
                 deadline = now_ms() + timeout_ms;
         if (!seg->read_only) {
@@ -818,7 +828,7 @@ int mseg_wait_name(mseg *seg, const char *name, const mseg_type *type, int64_t t
                 int64_t sleep_ms;
                 struct timespec ts;
 
-                r = mseg__reg_lookup(seg, &k, type, &hit);
+                r = mseg__reg_lookup(seg, &k, &hit);
                 if (r > 0) {
                         r = hit.type_ok ? 0 : mseg__error(-EPROTOTYPE, "\"%s\" exists with another type than %s",
                                                          name, type->name);

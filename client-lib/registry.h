@@ -121,7 +121,8 @@ typedef struct reg_root {
         _Atomic uint64_t next_gen;      /* last entry generation handed out */
         _Atomic uint64_t tgen;          /* table replacements */
         _Atomic uint64_t min_log2;      /* mseg_reserve_named(): never shrink below */
-        uint64_t reserved2[2];
+        _Atomic uint64_t epoch;         /* bumped by every change to the table */
+        uint64_t reserved2[1];
 
         /* line 3: mseg_wait_name() */
         _Atomic uint32_t wake;          /* futex word: bumped on every construct */
@@ -144,6 +145,8 @@ struct reg_key {
         size_t len;
         uint8_t kind;
         uint64_t hash;
+        const mseg_type *type;          /* NULL: any type matches */
+        size_t type_len;
 };
 
 /* A consistent snapshot of one live entry, as a lookup saw it. */
@@ -202,12 +205,25 @@ static inline reg_root *reg_root_of(const struct mseg *seg) {
 
 /* ---- names.c ---- */
 
-void mseg__reg_key(const struct mseg *seg, struct reg_key *k, uint8_t kind, const char *name, size_t len);
+void mseg__reg_key(const struct mseg *seg, struct reg_key *k, uint8_t kind, const char *name, size_t len,
+                   const mseg_type *type, size_t type_len);
 uint64_t mseg__reg_hash(const uint8_t key[16], uint8_t kind, const char *name, size_t len);
 
-/* Lock-free lookup (readers and writers). 1 found (*hit filled), 0 absent,
- * -EAGAIN after too many concurrent changes, MSEG_E_CORRUPT. Writes nothing. */
-int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, const mseg_type *type, struct reg_hit *hit);
+/* Lock-free lookup (readers). 1 found (*hit filled; hit->type_ok says
+ * whether k->type matched), 0 absent, -EAGAIN after too many concurrent
+ * changes, MSEG_E_CORRUPT. Writes nothing. */
+int mseg__reg_lookup(struct mseg *seg, const struct reg_key *k, struct reg_hit *hit);
+
+/* Lookup with the lock held: as mseg__reg_lookup, and when absent,
+ * *ret_ins is the slot an insert would take in the current table
+ * (REG_NO_SLOT when there is no table or no room). */
+#define REG_NO_SLOT UINT64_MAX
+int mseg__reg_find_locked(struct mseg *seg, const struct reg_key *k, struct reg_hit *hit, uint64_t *ret_ins);
+
+static inline void reg_bump_epoch(reg_root *root) {
+        atomic_store_explicit(&root->epoch, atomic_load_explicit(&root->epoch, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
 
 /* Check an entry reference: bounds, magic, sizes. NULL if bad. */
 reg_entry *mseg__reg_entry_at(struct mseg *seg, uint64_t entry_off);
@@ -227,7 +243,8 @@ int mseg__reg_table(struct mseg *seg, uint64_t tword, struct reg_tab *tb);
 
 /* Writers (lock held). Find the slot a new entry goes in; requires room. */
 int mseg__reg_insert_slot(const struct reg_tab *tb, uint64_t hash, uint64_t *ret_slot);
-/* Make room for one more name (grow or clean tombstones). */
+/* Make room for one more name (grow or sweep tombstones): 0 when the table
+ * stays, 1 when it was replaced (slot indices changed), or an error. */
 int mseg__reg_make_room(struct mseg *seg);
 /* After a removal: shrink or free the table when it is mostly empty. */
 int mseg__reg_maybe_shrink(struct mseg *seg);
