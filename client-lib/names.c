@@ -340,19 +340,29 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
                         if (new_log2 <= REG_FRAG_BITS) {
                                 i = reg_ref_frag(ref) >> (REG_FRAG_BITS - new_log2);
                         } else {
+                                /* The home slot needs more hash bits than
+                                 * the slot keeps: read the entry's. A
+                                 * damaged one is not carried over (its
+                                 * block leaks; the index stays sound). */
                                 reg_entry *e = mseg__reg_entry_at(seg, reg_ref_off(ref));
                                 if (!e)
-                                        continue;       /* damaged: dropped (leaked), mseg_check reports nothing left */
+                                        continue;
                                 hash = e->hash;
                                 if ((hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
                                         continue;
                                 i = home_slot(hash, new_log2);
                         }
+                        if (++live * 8 > cap * 7) {
+                                /* The counters said fewer names than the
+                                 * table holds: never drop names, give up. */
+                                atomic_store_explicit(&ri->table_off, 0, memory_order_release);
+                                mseg__free_off(seg, new_off);
+                                atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
+                                return mseg__error(MSEG_E_CORRUPT, "registry counters disagree with its table");
+                        }
                         for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask)
                                 if (atomic_load_explicit(&nt->slots[i], memory_order_relaxed) == REG_SLOT_EMPTY)
                                         break;
-                        if (++live > mask)
-                                break;          /* cannot happen: the caller sized it */
                         atomic_store_explicit(&nt->slots[i], ref, memory_order_relaxed);
                 }
         }
