@@ -37,11 +37,6 @@
 
 #define IMPL "mseg"
 
-/* W7: the 1,000 clients live in this many processes (default; at most
- * W7_WORKERS_MAX, $MSEG_BENCH_W7_WORKERS to explore); each keeps its share of
- * the clients connected (an open mseg handle each) for the whole run. */
-#define W7_WORKERS 4
-#define W7_WORKERS_MAX 64
 
 enum seg_kind {
         KIND_AUTO,
@@ -711,63 +706,61 @@ static int count_sockets(pid_t pid) {
         return n;
 }
 
-/* One W7 worker: keeps @nclients handles open; replaces one at a time
- * (open a new handle, close the old one), @nops times, timing each. */
-static void w7_worker(unsigned nclients, unsigned nops, uint64_t *lat, int ready_w, int go_r, int done_w) {
-        mseg **h = calloc(nclients, sizeof *h);
+/* One W7 client: a process of its own, since libmseg shares one connection
+ * per process. It stays connected through a handle it keeps open from before
+ * "go" until the parent says the run is over (EOF on @end_r), so all 1,000
+ * connections stay up for the whole measurement; in between it opens and
+ * closes the segment @nops times, timing each open + close. */
+static void w7_client(unsigned nops, uint64_t *lat, int ready_w, int go_r, int done_w, int end_r) {
+        mseg *keep, *h;
         char c = 'r';
         int r;
 
-        if (!h)
+        r = seg_attach(&keep, KIND_SHM, "W7");
+        if (r < 0) {
+                fail_code("W7 client: mseg_open", r);
                 _exit(1);
-        for (unsigned k = 0; k < nclients; k++) {
-                r = seg_attach(&h[k], KIND_SHM, "W7");
-                if (r < 0) {
-                        fail_code("W7 worker: mseg_open", r);
-                        _exit(1);
-                }
         }
         if (bench_write_full(ready_w, &c, 1) < 0)
                 _exit(1);
         close(ready_w);
         if (bench_read_full(go_r, &c, 1) < 0)
                 _exit(1);
-        for (unsigned j = 0, k = 0; j < nops; j++) {
+        for (unsigned j = 0; j < nops; j++) {
                 uint64_t t = bench_now_ns();
-                mseg *fresh;
-                r = seg_attach(&fresh, KIND_SHM, "W7");
+                r = seg_attach(&h, KIND_SHM, "W7");
                 if (r < 0) {
-                        fail_code("W7 worker: mseg_open", r);
+                        fail_code("W7 client: mseg_open", r);
                         _exit(1);
                 }
-                mseg_close(h[k]);
-                h[k] = fresh;
+                mseg_close(h);
                 lat[j] = bench_now_ns() - t;
-                if (++k == nclients)
-                        k = 0;
         }
         if (bench_write_full(done_w, &c, 1) < 0)
                 _exit(1);
         close(done_w);
-        for (unsigned k = 0; k < nclients; k++)
-                mseg_close(h[k]);
+        (void) read(end_r, &c, 1);      /* returns at EOF: the parent closed it */
+        mseg_close(keep);
         _exit(0);
 }
 
+/* W7: BENCH_W7_CLIENTS client processes connect and stay connected; the
+ * first @nactive of them ($MSEG_BENCH_W7_ACTIVE, default all) share the
+ * BENCH_W7_OPS opens and closes, all at once from "go". */
 static int run_w7(void) {
-        const char *env_workers = getenv("MSEG_BENCH_W7_WORKERS");
-        unsigned nworkers = env_workers ? (unsigned) strtoul(env_workers, NULL, 10) : W7_WORKERS;
-        int ready[2] = { -1, -1 }, go[2] = { -1, -1 }, done[2] = { -1, -1 };
-        pid_t pids[W7_WORKERS_MAX] = { 0 };
-        char goes[W7_WORKERS_MAX];
-        size_t first_op = 0;
+        const char *env_active = getenv("MSEG_BENCH_W7_ACTIVE");
+        unsigned nactive = env_active ? (unsigned) strtoul(env_active, NULL, 10) : BENCH_W7_CLIENTS;
+        int ready[2] = { -1, -1 }, go[2] = { -1, -1 }, done[2] = { -1, -1 }, end[2] = { -1, -1 };
+        pid_t *pids = NULL;
+        char *goes = NULL;
         uint64_t *lat, t0, t1;
+        size_t first_op = 0;
         mseg *creator;
         int r = -1, status, socks = -1;
-        unsigned i;
+        unsigned i, nforked = 0;
 
-        if (nworkers < 1 || nworkers > W7_WORKERS_MAX) {
-                fprintf(stderr, "mseg-bench: MSEG_BENCH_W7_WORKERS must be 1..%d\n", W7_WORKERS_MAX);
+        if (nactive < 1 || nactive > BENCH_W7_CLIENTS) {
+                fprintf(stderr, "mseg-bench: MSEG_BENCH_W7_ACTIVE must be 1..%d\n", BENCH_W7_CLIENTS);
                 return -1;
         }
         if (!need_socket()) {
@@ -779,19 +772,24 @@ static int run_w7(void) {
                 fail_errno("mmap");
                 return -1;
         }
-        if (seg_create(&creator, KIND_SHM, "W7", BENCH_W7_SEG) < 0) {
-                munmap(lat, BENCH_W7_OPS * sizeof *lat);
-                return -1;
+        pids = calloc(BENCH_W7_CLIENTS, sizeof *pids);
+        goes = malloc(BENCH_W7_CLIENTS);
+        if (!pids || !goes) {
+                fail_errno("malloc");
+                goto out_early;
         }
-        if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) {
+        if (seg_create(&creator, KIND_SHM, "W7", BENCH_W7_SEG) < 0)
+                goto out_early;
+        if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0 ||
+            pipe2(end, O_CLOEXEC) < 0) {
                 fail_errno("pipe");
                 goto out;
         }
         fflush(stdout);
-        for (i = 0; i < nworkers; i++) {
-                /* Spread the clients and operations evenly over the workers. */
-                unsigned nclients = BENCH_W7_CLIENTS / nworkers + (i < BENCH_W7_CLIENTS % nworkers);
-                unsigned nops = BENCH_W7_OPS / nworkers + (i < BENCH_W7_OPS % nworkers);
+        fflush(stderr);
+        for (i = 0; i < BENCH_W7_CLIENTS; i++) {
+                /* Spread the operations evenly over the active clients. */
+                unsigned nops = i >= nactive ? 0 : BENCH_W7_OPS / nactive + (i < BENCH_W7_OPS % nactive);
                 pids[i] = fork();
                 if (pids[i] < 0) {
                         fail_errno("fork");
@@ -801,55 +799,61 @@ static int run_w7(void) {
                         close(ready[0]);
                         close(go[1]);
                         close(done[0]);
-                        w7_worker(nclients, nops, lat + first_op, ready[1], go[0], done[1]);
+                        close(end[1]);
+                        w7_client(nops, lat + first_op, ready[1], go[0], done[1], end[0]);
                 }
+                nforked++;
                 first_op += nops;
         }
         close(ready[1]);
         close(go[0]);
         close(done[1]);
-        ready[1] = go[0] = done[1] = -1;
-        for (i = 0; i < nworkers; i++) {
+        close(end[0]);
+        ready[1] = go[0] = done[1] = end[0] = -1;
+        for (i = 0; i < BENCH_W7_CLIENTS; i++) {
                 char c;
                 if (bench_read_full(ready[0], &c, 1) < 0) {
-                        fprintf(stderr, "mseg-bench: W7: a worker died while connecting its clients\n");
+                        fprintf(stderr, "mseg-bench: W7: a client died while connecting\n");
                         goto out_kill;
                 }
         }
         if (B.d.pid > 0)
                 socks = count_sockets(B.d.pid);
-        memset(goes, 'g', sizeof goes);
+        memset(goes, 'g', BENCH_W7_CLIENTS);
         t0 = bench_now_ns();
-        if (bench_write_full(go[1], goes, sizeof goes) < 0)
+        if (bench_write_full(go[1], goes, BENCH_W7_CLIENTS) < 0)
                 goto out_kill;
-        for (i = 0; i < nworkers; i++) {
+        for (i = 0; i < BENCH_W7_CLIENTS; i++) {
                 char c;
                 if (bench_read_full(done[0], &c, 1) < 0) {
-                        fprintf(stderr, "mseg-bench: W7: a worker died during the run\n");
+                        fprintf(stderr, "mseg-bench: W7: a client died during the run\n");
                         goto out_kill;
                 }
         }
         t1 = bench_now_ns();
+        close(end[1]);                  /* every client disconnects now */
+        end[1] = -1;
         r = 0;
-        for (i = 0; i < nworkers; i++) {
+        for (i = 0; i < nforked; i++) {
                 waitpid(pids[i], &status, 0);
                 pids[i] = 0;
                 if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                         r = -1;
         }
         if (socks >= 0)
-                printf("# W7: %u clients in %u processes; msegd held %d sockets when all were connected\n",
-                       BENCH_W7_CLIENTS, nworkers, socks);
+                printf("# W7: %d client processes, %u of them opening; msegd held %d sockets when all were "
+                       "connected\n", BENCH_W7_CLIENTS, nactive, socks);
         bench_result(IMPL, "W7", "opens_per_s", 0, (double) BENCH_W7_OPS * 1e9 / (double) (t1 - t0));
-        bench_result(IMPL, "W7", "p99_us", 1,
-                     (double) bench_percentile(lat, BENCH_W7_OPS, 99.0) / 1000.0);
+        bench_result(IMPL, "W7", "p99_us", 1, (double) bench_percentile(lat, BENCH_W7_OPS, 99.0) / 1000.0);
         goto out;
 out_kill:
-        for (i = 0; i < nworkers; i++) {
-                if (pids[i] > 0) {
+        for (i = 0; i < nforked; i++) {
+                if (pids[i] > 0)
                         kill(pids[i], SIGKILL);
+        }
+        for (i = 0; i < nforked; i++) {
+                if (pids[i] > 0)
                         waitpid(pids[i], &status, 0);
-                }
         }
 out:
         for (i = 0; i < 2; i++) {
@@ -859,9 +863,14 @@ out:
                         close(go[i]);
                 if (done[i] >= 0)
                         close(done[i]);
+                if (end[i] >= 0)
+                        close(end[i]);
         }
         mseg_close(creator);
         seg_remove(KIND_SHM, "W7");
+out_early:
+        free(pids);
+        free(goes);
         munmap(lat, BENCH_W7_OPS * sizeof *lat);
         return r;
 }
