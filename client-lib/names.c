@@ -141,7 +141,7 @@ REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct r
                 return PROBE_BAD;
         if (g1 == 0)
                 return PROBE_MISS;      /* being destroyed */
-        if (REG_LOAD(e->hash) != k->hash || REG_LOAD(e->kind) != k->kind)
+        if (REG_LOAD(e->kind) != k->kind)
                 return PROBE_MISS;
         name_len = REG_LOAD(e->name_len);
         type_len = REG_LOAD(e->type_len);
@@ -154,10 +154,11 @@ REG_READER static enum probe_result probe_entry(struct mseg *seg, const struct r
         if (!seg_bytes_equal(e->names, k->name, k->len))
                 return PROBE_MISS;
         count = REG_LOAD(e->count);
-        obj_off = REG_LOAD(e->obj_off);
         esize = REG_LOAD(e->elem_size);
-        if (align_log2 > 40 || obj_off != off + reg_obj_delta(name_len, type_len, UINT64_C(1) << align_log2) ||
-            obj_off > seg->map_size || (esize && count > (seg->map_size - obj_off) / esize))
+        if (align_log2 > 40)
+                return PROBE_BAD;
+        obj_off = off + reg_obj_delta(name_len, type_len, UINT64_C(1) << align_log2);
+        if (obj_off > seg->map_size || (esize && count > (seg->map_size - obj_off) / esize))
                 return PROBE_BAD;
         hit->type_ok = true;
         if (k->type)
@@ -341,14 +342,11 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
                                 i = reg_ref_frag(ref) >> (REG_FRAG_BITS - new_log2);
                         } else {
                                 /* The home slot needs more hash bits than
-                                 * the slot keeps: read the entry's. A
+                                 * the slot keeps: hash the entry's name. A
                                  * damaged one is not carried over (its
                                  * block leaks; the index stays sound). */
-                                reg_entry *e = mseg__reg_entry_at(seg, reg_ref_off(ref));
-                                if (!e)
-                                        continue;
-                                hash = e->hash;
-                                if ((hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
+                                if (mseg__reg_view_hash(seg, reg_ref_off(ref), &hash) < 0 ||
+                                    (hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
                                         continue;
                                 i = home_slot(hash, new_log2);
                         }
@@ -542,10 +540,8 @@ REG_READER int mseg__reg_entry_check(struct mseg *seg, uint64_t off, struct reg_
         v->name_len = REG_LOAD(e->name_len);
         v->type_len = REG_LOAD(e->type_len);
         v->align_log2 = REG_LOAD(e->align_log2);
-        v->hash = REG_LOAD(e->hash);
         v->count = REG_LOAD(e->count);
         v->elem_size = REG_LOAD(e->elem_size);
-        v->obj_off = REG_LOAD(e->obj_off);
         v->name = e->names;
         v->type_name = e->names + v->name_len + 1;
         if (v->kind < MSEG_KIND_NAMED || v->kind > MSEG_KIND_ANONYMOUS ||
@@ -558,14 +554,28 @@ REG_READER int mseg__reg_entry_check(struct mseg *seg, uint64_t off, struct reg_
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx has damaged names",
                                    (unsigned long long) off);
         delta = reg_obj_delta(v->name_len, v->type_len, UINT64_C(1) << v->align_log2);
-        if (v->obj_off != off + delta || v->obj_off > seg->map_size ||
-            v->count > (seg->map_size - v->obj_off) / v->elem_size)
+        v->obj_off = off + delta;
+        if (v->obj_off > seg->map_size || v->count > (seg->map_size - v->obj_off) / v->elem_size)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: object outside the segment",
                                    (unsigned long long) off);
         back = REG_LOAD(*(uint64_t *) (void *) (seg->base + v->obj_off - 8));
         if (back != delta)
                 return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx: damaged back link",
                                    (unsigned long long) off);
+        return 0;
+}
+
+REG_READER int mseg__reg_view_hash(struct mseg *seg, uint64_t off, uint64_t *ret_hash) {
+        char name[MSEG_NAME_MAX + 1];
+        struct reg_view v;
+        int r = mseg__reg_entry_check(seg, off, &v);
+
+        if (r < 0)
+                return r;
+        if (v.kind == MSEG_KIND_ANONYMOUS)
+                return mseg__error(MSEG_E_CORRUPT, "registry entry at 0x%llx is anonymous", (unsigned long long) off);
+        reg_copy_out(name, v.name, v.name_len);
+        *ret_hash = mseg__reg_hash(seg->hdr->sip_key, v.kind, name, v.name_len);
         return 0;
 }
 
@@ -583,7 +593,7 @@ int mseg__reg_scrub(struct mseg *seg) {
         t = tb.t;
         if (t) {
                 for (uint64_t i = 0; i <= tb.mask; i++) {
-                        uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed), off;
+                        uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_relaxed), off, hash;
                         struct reg_view v;
 
                         if (ref == REG_SLOT_EMPTY)
@@ -594,7 +604,8 @@ int mseg__reg_scrub(struct mseg *seg) {
                         }
                         off = reg_ref_off(ref);
                         if (mseg__reg_entry_check(seg, off, &v) < 0 || v.gen == 0 ||
-                            v.kind == MSEG_KIND_ANONYMOUS || (v.hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref)) {
+                            mseg__reg_view_hash(seg, off, &hash) < 0 ||
+                            (hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref)) {
                                 atomic_store_explicit(&t->slots[i], REG_SLOT_TOMB, memory_order_release);
                                 tombs++;
                                 continue;
@@ -644,7 +655,7 @@ REG_READER int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
         t = tb.t;
         mask = tb.mask;
         for (uint64_t i = 0; i <= mask; i++) {
-                uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, j;
+                uint64_t ref = atomic_load_explicit(&t->slots[i], memory_order_acquire), off, j, hash = 0;
                 char name[MSEG_NAME_MAX + 1];
                 struct reg_view v;
                 int r;
@@ -668,8 +679,8 @@ REG_READER int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
                                         (unsigned long long) i);
                 if (r == 0) {
                         reg_copy_out(name, v.name, v.name_len);
-                        if (v.hash != mseg__reg_hash(seg->hdr->sip_key, v.kind, name, v.name_len) ||
-                            (v.hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
+                        hash = mseg__reg_hash(seg->hdr->sip_key, v.kind, name, v.name_len);
+                        if ((hash >> REG_REF_OFF_BITS) != reg_ref_frag(ref))
                                 r = mseg__error(MSEG_E_CORRUPT, "registry slot %llu: hash of \"%.*s\" does not match",
                                                 (unsigned long long) i, (int) v.name_len, name);
                 }
@@ -679,7 +690,7 @@ REG_READER int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
                         return r;
                 }
                 /* Reachable from home, and no duplicate key on the way. */
-                for (j = home_slot(v.hash, tb.log2); j != i; j = (j + 1) & mask) {
+                for (j = home_slot(hash, tb.log2); j != i; j = (j + 1) & mask) {
                         uint64_t r2 = atomic_load_explicit(&t->slots[j], memory_order_acquire);
                         struct reg_view v2;
 
@@ -694,7 +705,7 @@ REG_READER int mseg__reg_check_table(struct mseg *seg, bool quiescent) {
                         }
                         if (!reg_ref_live(r2) || reg_ref_frag(r2) != reg_ref_frag(ref))
                                 continue;
-                        if (mseg__reg_entry_check(seg, reg_ref_off(r2), &v2) == 0 && v2.gen && v2.hash == v.hash &&
+                        if (mseg__reg_entry_check(seg, reg_ref_off(r2), &v2) == 0 && v2.gen &&
                             v2.kind == v.kind && v2.name_len == v.name_len &&
                             seg_bytes_equal(v2.name, name, v.name_len)) {
                                 if (!quiescent && (moved(&t->slots[i], ref) || moved(&t->slots[j], r2)))

@@ -380,10 +380,8 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         e->type_len = (uint8_t) tlen;
         e->align_log2 = (uint8_t) log2_of(type->align);
         atomic_store_explicit(&e->gen, 0, memory_order_relaxed);
-        e->hash = kind == MSEG_KIND_ANONYMOUS ? 0 : k.hash;
         e->count = count;
         e->elem_size = type->size;
-        e->obj_off = off + delta;
         if (len)
                 memcpy(e->names, name, len);
         e->names[len] = 0;

@@ -11,7 +11,7 @@
  *   table  one allocator block: a 64-byte header and 2^k slots of 8 bytes.
  *          A slot is 0 (empty), 1 (tombstone) or a reference to an entry:
  *          (entry_off >> 4) | (top 24 bits of the name's hash) << 40.
- *   entry  one allocator block per object: a 48-byte header, the name and
+ *   entry  one allocator block per object: a 32-byte header, the name and
  *          the type name (each NUL-terminated), an 8-byte back link, then the
  *          object itself, aligned as its type asks.
  *
@@ -68,6 +68,11 @@ typedef struct reg_table {
 } reg_table;
 static_assert(sizeof(reg_table) == 64, "in-segment layout is ABI");
 
+/* The object starts reg_obj_delta() bytes after its entry, and the 8 bytes
+ * before it hold that distance (the back link from an object pointer to its
+ * entry). The entry keeps no hash: 32 bytes of header leave the name and
+ * the type name in the same cache line for short names, and a rebuild
+ * needs only the hash bits the slot keeps (up to 2^24 slots). */
 typedef struct reg_entry {
         uint32_t magic;                 /* REG_ENTRY_MAGIC */
         uint8_t kind;                   /* enum mseg_kind */
@@ -75,13 +80,11 @@ typedef struct reg_entry {
         uint8_t type_len;               /* 1..255 */
         uint8_t align_log2;             /* element alignment */
         _Atomic uint64_t gen;           /* unique per construction; 0 once destroyed */
-        uint64_t hash;                  /* reg_hash(kind, name) */
         uint64_t count;                 /* elements */
         uint64_t elem_size;
-        uint64_t obj_off;               /* the object; its back link sits at obj_off - 8 */
         char names[];                   /* name NUL type-name NUL */
 } reg_entry;
-static_assert(sizeof(reg_entry) == 48, "in-segment layout is ABI");
+static_assert(sizeof(reg_entry) == 32, "in-segment layout is ABI");
 static_assert(offsetof(reg_entry, gen) == 8, "in-segment layout is ABI");
 
 /* Intent records: what a writer is in the middle of (reg_repair). */
@@ -262,7 +265,7 @@ int mseg__reg_check_table(struct mseg *seg, bool quiescent);
 struct reg_view {
         reg_entry *e;
         uint8_t kind, name_len, type_len, align_log2;
-        uint64_t gen, hash, count, elem_size, obj_off;
+        uint64_t gen, count, elem_size, obj_off;
         const char *name;               /* into the segment, NUL-terminated */
         const char *type_name;
 };
@@ -272,6 +275,8 @@ struct reg_view {
  * The generation is reported as read (v->gen, 0 once destroyed); whether a
  * destroyed entry is an error is the caller's call. */
 int mseg__reg_entry_check(struct mseg *seg, uint64_t entry_off, struct reg_view *v);
+/* The name hash of the (named or unique) entry at @entry_off. */
+int mseg__reg_view_hash(struct mseg *seg, uint64_t entry_off, uint64_t *ret_hash);
 
 /* Iteration snapshot: (entry_off, gen) pairs of live entries of @kind. */
 struct reg_snap {
