@@ -103,7 +103,7 @@ int main(void) {
         ASSERT_NOT_NULL(p);
         store_max = strtoul(p + 24, NULL, 10);
         ASSERT(store_max >= 2 * 4096);          /* two per segment, msegd's default max-segments */
-        ASSERT(strstr(svc, "\nExecStart=") && strstr(svc, "/msegd --foreground\n"));
+        ASSERT(strstr(svc, "\nExecStart=") && strstr(svc, "/msegd --foreground"));
         ASSERT(!strstr(svc, "@sbindir@"));
 
         /* Where they install: under the prefix msegd installs under. */
@@ -148,7 +148,8 @@ int main(void) {
                 ASSERT_NOT_NULL(e);
                 nl = strchr(e + 1, '\n');
                 ASSERT_NOT_NULL(nl);
-                snprintf(copy, sizeof(copy), "%.*s\nExecStart=%s --foreground%s", (int) (e - svc), svc, msegd, nl);
+                snprintf(copy, sizeof(copy), "%.*s\nExecStart=%s --foreground --state-dir=${STATE_DIRECTORY}%s",
+                         (int) (e - svc), svc, msegd, nl);
                 snprintf(path, sizeof(path), "%s/msegd.service", mgr.dir);
                 spit(path, copy);
                 snprintf(path, sizeof(path), "%s/msegd.socket", mgr.dir);
