@@ -301,9 +301,16 @@ enum mseg_kind {
         MSEG_KIND_ANONYMOUS = 3,
 };
 
-/** Construct an array of @p count elements named @p name (1..255 bytes).
+/** Construct an array of @p count elements named @p name (1..255 bytes, any
+ * bytes but NUL). Atomic across processes: of racing creators exactly one
+ * succeeds. @p init runs on each element with the registry lock held (it may
+ * itself use the construction family, up to 8 levels deep); if it fails,
+ * the elements already built get type->destroy, newest first, and the name
+ * and the memory are gone. Other processes find the object only once it is
+ * whole.
  * NULL with errno EEXIST if the name exists, EINVAL, ENAMETOOLONG, ENOMEM,
- * EROFS, EUCLEAN, or the negated error an init returned. */
+ * EROFS, EUCLEAN, ETIMEDOUT (another process held the registry lock too
+ * long), ELOOP (nested too deep), or the negated error an init returned. */
 MSEG_API MSEG_MUST_CHECK void *mseg_construct(mseg *seg, const char *name, const mseg_type *type,
                                               size_t count, mseg_init_fn init, void *arg);
 
@@ -314,16 +321,24 @@ MSEG_API MSEG_MUST_CHECK void *mseg_find_or_construct(mseg *seg, const char *nam
                                                       size_t count, mseg_init_fn init, void *arg);
 
 /** Find a named object. @param[out] ret_count element count (may be NULL).
- * NULL with errno ENOENT, or EPROTOTYPE when it exists with another type.
- * Never waits for a writer; works on read-only mappings. */
+ * NULL with errno ENOENT, EPROTOTYPE when it exists with another type (type
+ * name, size or alignment differ), EINVAL, ENAMETOOLONG, EUCLEAN, or EAGAIN
+ * (writers kept changing the index under it thousands of times in a row).
+ * Never waits for a writer and writes nothing: works on read-only mappings. */
 MSEG_API void *mseg_find(mseg *seg, const char *name, const mseg_type *type, size_t *ret_count);
 
-/** Destroy a named object (runs type->destroy on each element).
- * @return 0, -ENOENT, -EPROTOTYPE, -EROFS. */
+/** Destroy a named object: the name goes first (finds stop seeing it), then
+ * type->destroy runs on each element, then the memory is freed.
+ * @return 0, -ENOENT, -EPROTOTYPE, -EROFS, -EINVAL, -ENAMETOOLONG,
+ *         -ETIMEDOUT, -ELOOP, MSEG_E_CORRUPT. */
 MSEG_API int mseg_destroy(mseg *seg, const char *name, const mseg_type *type);
 
 /** Destroy an object (named, unique or anonymous) by the pointer the
- * construction family returned. @return 0, -EINVAL, -EROFS. */
+ * construction family returned. A function address cannot be kept in the
+ * segment (each process maps code elsewhere), so the destructor that runs is
+ * the one of the type this process last used with that type name, size and
+ * alignment, if any. @return 0, -EINVAL (not a live object of @p seg, or
+ * destroyed already), -EROFS, -ETIMEDOUT, MSEG_E_CORRUPT. */
 MSEG_API int mseg_destroy_ptr(mseg *seg, void *p);
 
 /** Unique instances: one per type, keyed by the type's name. */
@@ -339,19 +354,29 @@ MSEG_API MSEG_MUST_CHECK void *mseg_construct_anonymous(mseg *seg, const mseg_ty
                                                         mseg_init_fn init, void *arg);
 
 /** Information about an object from a pointer the construction family
- * returned. Name: NULL for anonymous objects or a bad pointer (errno set). */
+ * returned. Name: the object's name (a unique object's is its type name);
+ * NULL with errno 0 for an anonymous object, NULL with errno EINVAL for a
+ * pointer that is not a live object. The name lives in the segment. */
 MSEG_API const char *mseg_instance_name(mseg *seg, const void *p);
 MSEG_API size_t mseg_instance_length(mseg *seg, const void *p);   /* element count; 0 on error */
 MSEG_API int mseg_instance_kind(mseg *seg, const void *p);        /* enum mseg_kind or -errno */
 
 /** Run @p fn while no other process or thread can create or destroy a name in
  * @p seg (Boost's atomic_func). @p fn may call the construction family.
- * @return what @p fn returned, or a negative error taking the lock. */
+ * Finds are never blocked; other writers wait (and give up with ETIMEDOUT
+ * after MSEG_LOCK_TIMEOUT_MS, 10 s by default), so keep @p fn short.
+ * @return what @p fn returned, or -EINVAL, -EROFS, -ETIMEDOUT, -ELOOP,
+ *         -EDEADLK (this thread holds the registry locks of 4 segments),
+ *         MSEG_E_CORRUPT. */
 MSEG_API int mseg_atomic(mseg *seg, int (*fn)(mseg *seg, void *arg), void *arg);
 
 /** Block until @p name exists (with @p type), at most @p timeout_ms
- * milliseconds (negative: no limit). Futex-based, no polling.
- * @return 0, -ETIMEDOUT, -EPROTOTYPE, -EINVAL. */
+ * milliseconds (negative: no limit). Futex-based: every construct wakes the
+ * registered waiters, and a waiter re-checks at least every 250 ms in case
+ * its waker died. A read-only mapping cannot register (it cannot write), so
+ * there the wait re-checks at intervals growing from 1 to 64 ms. Unique
+ * objects are not names. @return 0, -ETIMEDOUT, -EPROTOTYPE, -EINVAL,
+ *         -ENAMETOOLONG, MSEG_E_CORRUPT. */
 MSEG_API MSEG_MUST_CHECK int mseg_wait_name(mseg *seg, const char *name, const mseg_type *type,
                                             int64_t timeout_ms);
 
@@ -369,7 +394,11 @@ struct mseg_object_info {
 };
 
 /** Call @p fn for each named (resp. unique) object until it returns
- * non-zero. @return 0, fn's non-zero value, or MSEG_E_CORRUPT. */
+ * non-zero. Iterates a snapshot of the objects alive at the call (taken
+ * under the registry lock on a writable mapping): each is reported once,
+ * unless it was destroyed since. @p fn runs without the lock and may
+ * construct and destroy. @return 0, fn's non-zero value, -EINVAL, -ENOMEM,
+ *         -EAGAIN, -ETIMEDOUT, or MSEG_E_CORRUPT. */
 MSEG_API int mseg_foreach_named(mseg *seg, int (*fn)(const struct mseg_object_info *info, void *arg), void *arg);
 MSEG_API int mseg_foreach_unique(mseg *seg, int (*fn)(const struct mseg_object_info *info, void *arg), void *arg);
 
@@ -377,7 +406,9 @@ MSEG_API size_t mseg_named_count(mseg *seg);
 MSEG_API size_t mseg_unique_count(mseg *seg);
 
 /** Size the name index for @p n names ahead (Boost's reserve_named_objects).
- * @return 0, -ENOMEM, -EROFS. */
+ * The index is freed with the last name (so that an empty segment holds no
+ * memory); the reservation stays a floor for its next growth.
+ * @return 0, -ENOMEM, -EROFS, -EINVAL, -ETIMEDOUT. */
 MSEG_API int mseg_reserve_named(mseg *seg, size_t n);
 
 #ifdef __cplusplus
