@@ -198,7 +198,7 @@ static int daemon_start(struct daemon *d, const char **ret_why) {
                 }
                 usleep(10000);
         }
-        printf("# started %s on %s (pid %d)\n", bin, d->sock, (int) d->pid);
+        printf("# started %s on a temporary socket\n", bin);
         return 0;
 }
 
