@@ -34,9 +34,10 @@ static void send_status(void) {
         last_segments = tab->segments;
         last_bytes = tab->bytes;
         last_clients = srv->nconns;
-        snprintf(line, sizeof(line), "STATUS=%llu segments (%llu bytes), %llu clients",
-                 (unsigned long long) last_segments, (unsigned long long) last_bytes,
-                 (unsigned long long) last_clients);
+        snprintf(line, sizeof(line), "STATUS=%llu segment%s (%llu bytes), %llu client%s",
+                 (unsigned long long) last_segments, last_segments == 1 ? "" : "s",
+                 (unsigned long long) last_bytes, (unsigned long long) last_clients,
+                 last_clients == 1 ? "" : "s");
         shim_notify(line);
 }
 
