@@ -534,6 +534,10 @@ static void pool_repair(struct mseg__alloc_local *L, uint32_t c) {
         default:
                 break;
         }
+        /* The dead owner may have died inside the page layer making or
+         * dropping one of this class's superblocks: settle that first, so
+         * the rebuild sees the descriptors as they end up. */
+        (void) mseg__pages_settle(L);
         pool_rebuild(L, c);
         atomic_store_explicit(&pl->intent.op, A_OP_NONE, memory_order_release);
 }
@@ -736,6 +740,8 @@ static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint
                 old = L->cap[c];        /* a damaged count: flush what can be there */
         if (n > old)
                 n = old;
+        if (n == 0)
+                goto out;
         nc = old - n;
         pl->intent.x = (uint64_t) ((uint8_t *) h - L->base);
         pl->intent.a = c;
@@ -752,6 +758,7 @@ static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint
         }
         h->count[c] = nc;
         atomic_store_explicit(&pl->intent.op, A_OP_NONE, memory_order_release);
+out:
         pool_unlock(L, c);
         if (r == 0 && bad)
                 r = mseg__error(MSEG_E_CORRUPT, "%d cached block(s) of class %u were not allocated", bad, c);
@@ -866,12 +873,13 @@ int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_
         }
         if (!heap)
                 return 0;
+        /* Every class lock, even for an empty magazine: a refill the owner
+         * died in may not have published its count yet, and its intent
+         * must be replayed (by taking the lock) before the record goes. */
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
-                if (heap->count[c]) {
-                        int q = flush(L, heap, c, L->cap[c]);
-                        if (q < 0 && r == 0)
-                                r = q;
-                }
+                int q = flush(L, heap, c, L->cap[c]);
+                if (q < 0 && r == 0)
+                        r = q;
         }
         return r;
 }
@@ -1345,13 +1353,19 @@ uint64_t mseg_free_memory(mseg *seg) {
         mseg__slots_cached(L, cached);
         mseg__pages_stats(L, &free_units, &nlarge);
         bytes = free_units << A_UNIT_SHIFT;
+        /* An empty superblock is free whole (the page layer takes it back
+         * when memory runs short); of the others, the free blocks. */
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
                 struct a_pool *pl = &L->root->pools[c];
                 uint64_t nsb = __atomic_load_n(&pl->nsb, __ATOMIC_RELAXED);
+                uint64_t nempty = __atomic_load_n(&pl->nempty, __ATOMIC_RELAXED);
                 uint64_t used = __atomic_load_n(&pl->used, __ATOMIC_RELAXED);
-                uint64_t total = nsb * L->nblocks[c];
-                uint64_t f = (total > used ? total - used : 0) + cached[c];
-                bytes += f * mseg__class_size[c];
+                uint64_t total;
+                if (nempty > nsb)
+                        nempty = nsb;
+                total = (nsb - nempty) * L->nblocks[c];
+                bytes += nempty * ((uint64_t) L->sb_units << A_UNIT_SHIFT);
+                bytes += ((total > used ? total - used : 0) + cached[c]) * mseg__class_size[c];
         }
         return bytes;
 }

@@ -334,6 +334,8 @@ int mseg__pages_resize(struct mseg__alloc_local *L, uint32_t unit, uint32_t min,
                        uint32_t *ret_len);
 /* Length of the LARGE run starting at @unit, 0 if there is none (no lock). */
 uint32_t mseg__pages_large_len(struct mseg__alloc_local *L, uint32_t unit);
+/* Take and release the page lock: replays an interrupted page operation. */
+int mseg__pages_settle(struct mseg__alloc_local *L);
 bool mseg__pages_is_run(struct mseg__alloc_local *L, uint32_t unit, int kind);
 /* Snapshot figures: free units (bins + wilderness to the frontier), LARGE runs. */
 void mseg__pages_stats(struct mseg__alloc_local *L, uint64_t *free_units, uint64_t *nlarge);

@@ -656,6 +656,15 @@ uint32_t mseg__pages_large_len(struct mseg__alloc_local *L, uint32_t unit) {
         return L->utab[unit].len;
 }
 
+int mseg__pages_settle(struct mseg__alloc_local *L) {
+        int r = plock(L);
+
+        if (r < 0)
+                return r;
+        punlock(L);
+        return 0;
+}
+
 bool mseg__pages_is_run(struct mseg__alloc_local *L, uint32_t unit, int kind) {
         uint32_t wild = atomic_load_explicit(&P(L)->wild, memory_order_acquire);
 
