@@ -181,15 +181,21 @@ static inline uint64_t reg_obj_delta(unsigned name_len, unsigned type_len, uint6
 #define REG_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 /* Readers may read an entry or a table that a thread of this very process
- * has just freed (and the allocator has poisoned for AddressSanitizer); that
- * is by design: the read is validated afterwards and discarded. The
- * functions that do it are exempt from AddressSanitizer, and use no
- * intercepted libc calls (memcmp, memchr, memcpy) on segment memory. */
+ * has just freed (and the allocator has poisoned for AddressSanitizer), or
+ * that a writer is filling for a new owner; that is by design (a seqlock):
+ * the read is validated afterwards and discarded. The functions that do it
+ * are exempt from AddressSanitizer and from ThreadSanitizer's access checks
+ * (their atomics still order), and use no intercepted libc calls (memcmp,
+ * memchr, memcpy) on segment memory. */
 #if defined(__SANITIZE_ADDRESS__)
 #define REG_READER __attribute__((no_sanitize_address))
+#elif defined(__SANITIZE_THREAD__)
+#define REG_READER __attribute__((no_sanitize_thread))
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define REG_READER __attribute__((no_sanitize_address))
+#elif __has_feature(thread_sanitizer)
+#define REG_READER __attribute__((no_sanitize_thread))
 #endif
 #endif
 #ifndef REG_READER

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
         mseg *seg;
         int *p;
 
+        setvbuf(stdout, NULL, _IOLBF, 0);     /* forked children must not repeat it */
         if (argc == 4 && !strcmp(argv[1], "child")) {
                 /* The shared counters live in a file next to the segment. */
                 char shpath[160];

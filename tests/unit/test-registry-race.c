@@ -266,6 +266,7 @@ int main(void) {
         pid_t pids[NPROC];
         mseg *seg;
 
+        setvbuf(stdout, NULL, _IOLBF, 0);     /* forked children must not repeat it */
         scratch_path(path, sizeof(path), "race");
         seg = open_file_seg(path, MSEG_CREATE_ONLY, 4 << 20, 0);
         barrier_init(&sh->bar, NPROC);

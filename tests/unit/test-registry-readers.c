@@ -154,8 +154,9 @@ static void reader(const char *path, struct shared *sh) {
                         for (size_t i = 0; i < count; i++)
                                 if (__atomic_load_n(&p[i], __ATOMIC_RELAXED) != pattern(d, i))
                                         same = false;
-                        atomic_thread_fence(memory_order_acquire);
-                        b2 = atomic_load(&sh->begin[d]);
+                        /* A read-modify-write (release half) keeps the
+                         * content reads above before this read of begin[d]. */
+                        b2 = atomic_fetch_add_explicit(&sh->begin[d], 0, memory_order_acq_rel);
                         if (b1 == e1 && b2 == b1) {
                                 if (!same)
                                         FAIL("read-only reader saw a half-built or wrong object for %s", name);
@@ -196,6 +197,7 @@ int main(void) {
         pid_t rd, wr[2];
         mseg *seg;
 
+        setvbuf(stdout, NULL, _IOLBF, 0);     /* forked children must not repeat it */
         scratch_path(path, sizeof(path), "readers");
         seg = open_file_seg(path, MSEG_CREATE_ONLY, SEG_SIZE, 0);
         rd = fork();

@@ -110,6 +110,7 @@ int main(void) {
         uint64_t best = UINT64_MAX, lat;
         mseg *seg;
 
+        setvbuf(stdout, NULL, _IOLBF, 0);     /* forked children must not repeat it */
         scratch_path(path, sizeof(path), "wait");
         seg = open_file_seg(path, MSEG_CREATE_ONLY, SEG_SIZE, 0);
         test_local(seg);
