@@ -328,11 +328,6 @@ static void seg_remove(enum seg_kind kind, const char *tag) {
         }
 }
 
-/* The kind W1, W2, W3, W5 and W6 use; falls back to files without a daemon. */
-static enum seg_kind data_kind(void) {
-        return B.kind;
-}
-
 /* ----------------------------------------------------------- ring churn */
 
 static int ring_fill(mseg *seg, void **ring, const struct bench_ring_params *p, struct bench_rng *rng) {
@@ -392,7 +387,7 @@ static int ring_free(mseg *seg, void **ring, unsigned len) {
 
 /* W1 and W5: one process, one ring. */
 static int run_ring(const char *w, const struct bench_ring_params *p, uint64_t want) {
-        enum seg_kind kind = data_kind();
+        enum seg_kind kind = B.kind;
         struct bench_rng rng;
         uint64_t t0, t1, sum = 0;
         void **ring;
@@ -468,7 +463,7 @@ static void w2_child(enum seg_kind kind, unsigned idx, int ready_w, int go_r, in
 }
 
 static int run_w2(void) {
-        enum seg_kind kind = data_kind();
+        enum seg_kind kind = B.kind;
         int ready[2], go[2], done[2];
         pid_t pids[BENCH_W2_PROCS] = { 0 };
         uint64_t sums[BENCH_W2_PROCS] = { 0 };
@@ -559,7 +554,7 @@ out:
 /* ---------------------------------------------------------------- named */
 
 static int run_w3(void) {
-        enum seg_kind kind = data_kind();
+        enum seg_kind kind = B.kind;
         const mseg_type *type = MSEG_TYPE(bench_obj);
         char (*names)[16] = malloc((size_t) BENCH_W3_N * sizeof *names);
         uint32_t *perm = malloc((size_t) BENCH_W3_N * sizeof *perm);
@@ -659,7 +654,7 @@ fail:
 /* -------------------------------------------------------------- density */
 
 static int run_w6(void) {
-        enum seg_kind kind = data_kind();
+        enum seg_kind kind = B.kind;
         uint64_t count = 0;
         mseg *seg;
         void *p;
