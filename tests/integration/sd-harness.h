@@ -110,6 +110,37 @@ static inline uint64_t sd_now_ms(void) {
 
 static inline void *sd_reader(void *arg);
 
+/* Was $MSEGD built with libsystemd (-Dsystemd)? Without it, msegd has no
+ * socket activation, notify or store, and these tests skip. */
+static inline bool sd_msegd_has_systemd(void) {
+        const char *path = getenv("MSEGD");
+        static char buf[1 << 16];
+        static const char sym[] = "sd_pid_notify_with_fds";
+        const size_t len = sizeof(sym) - 1;
+        bool found = false;
+        size_t have = 0;
+        ssize_t n;
+        int fd;
+
+        if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+                return false;
+        while (!found && (n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+                have += (size_t) n;
+                found = memmem(buf, have, sym, len) != NULL;
+                if (have > len) {
+                        /* keep the tail: the name may straddle two reads */
+                        memmove(buf, buf + have - len, len);
+                        have = len;
+                }
+        }
+        close(fd);
+        return found;
+}
+
+#define SD_REQUIRE_SYSTEMD() do { if (!sd_msegd_has_systemd()) { \
+        fprintf(stderr, "skip: msegd was built without libsystemd (-Dsystemd=disabled)\n"); \
+        return TEST_SKIP; } } while (0)
+
 /* Temporary directory, listening socket, notify socket, the reader thread;
  * alarm(@secs). */
 static inline void sd_setup(struct sd_mgr *m, unsigned secs) {

@@ -49,6 +49,10 @@ int main(void) {
                 fprintf(stderr, "skip: systemd-socket-activate not found\n");
                 return TEST_SKIP;
         }
+        SD_REQUIRE_SYSTEMD();
+        ASSERT_NOT_NULL(msegd);
+        static char resolved[PATH_MAX];
+        msegd = realpath(msegd, resolved);  /* compared with /proc/PID/exe */
         ASSERT_NOT_NULL(msegd);
         sd_setup(&mgr, 60);
         close(mgr.listen_fd);           /* the activator binds the path itself */

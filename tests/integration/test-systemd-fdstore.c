@@ -169,6 +169,7 @@ int main(void) {
         if (!root)
                 nsegs--;        /* no second uid to create "nobody's" as */
 
+        SD_REQUIRE_SYSTEMD();
         sd_setup(&mgr, 100);
         opts.socket_path = mgr.sock_path;
         sd_start(&mgr, false, NULL);

@@ -243,6 +243,11 @@ int main(void) {
                 return skip("systemctl not found");
         ASSERT_NOT_NULL(build);
         ASSERT_NOT_NULL(msegd);
+        static char resolved[PATH_MAX];
+        msegd = realpath(msegd, resolved);  /* ExecStart= needs an absolute path */
+        ASSERT_NOT_NULL(msegd);
+        if (!sd_msegd_has_systemd())
+                return skip("msegd was built without libsystemd (-Dsystemd=disabled)");
         if (getenv("MSEG_SD_MANAGER_SKIP"))
                 return skip("MSEG_SD_MANAGER_SKIP is set");
 

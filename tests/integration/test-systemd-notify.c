@@ -57,6 +57,7 @@ int main(void) {
         pid_t kids[3];
         char name[32];
 
+        SD_REQUIRE_SYSTEMD();
         sd_setup(&mgr, 100);
         mgr.pass_socket = false;        /* msegd binds mgr.sock_path itself */
         mgr.foreground = false;
