@@ -434,8 +434,9 @@ static void pool_rebuild(struct mseg__alloc_local *L, uint32_t c) {
         uint32_t nb = L->nblocks[c], words = (nb + 63) / 64, lim = desc_limit(L);
 
         pl->head = pl->tail = 0;
-        pl->nsb = pl->nempty = 0;
-        pl->used = 0;
+        A_SET(pl->nsb, 0);
+        A_SET(pl->nempty, 0);
+        A_SET(pl->used, 0);
         for (uint32_t di = 0; di < lim; di++) {
                 struct a_desc *d = a_desc_at(L, di);
                 uint32_t pop = 0;
@@ -452,12 +453,12 @@ static void pool_rebuild(struct mseg__alloc_local *L, uint32_t c) {
                 d->listed = 0;
                 d->next = d->prev = 0;
                 d->unit = di << L->sb_shift;
-                pl->nsb++;
-                pl->used += pop;
+                A_ADD(pl->nsb, 1);
+                A_ADD(pl->used, pop);
                 if (d->nfree) {
                         list_push_tail(L, c, di);
                         if (d->nfree == nb)
-                                pl->nempty++;
+                                A_ADD(pl->nempty, 1);
                 }
         }
 }
@@ -524,7 +525,7 @@ static void pool_repair(struct mseg__alloc_local *L, uint32_t c) {
                         else
                                 bit_clear_if_set(L, c, off);
                 }
-                h->count[c] = it.op == A_OP_REFILL ? it.b + it.n : it.b;
+                A_SET(h->count[c], it.op == A_OP_REFILL ? it.b + it.n : it.b);
                 break;
         case A_OP_ALLOC_INTO:
                 bit_set_if_clear(L, c, it.x);
@@ -573,8 +574,8 @@ static int sb_new(struct mseg__alloc_local *L, uint32_t c, uint32_t *ret_di) {
         a_poison(L, L->base + L->data_off + ((uint64_t) u << A_UNIT_SHIFT), (uint64_t) L->sb_units << A_UNIT_SHIFT);
         *ret_di = u >> L->sb_shift;
         list_push_head(L, c, *ret_di);
-        pl->nsb++;
-        pl->nempty++;
+        A_ADD(pl->nsb, 1);
+        A_ADD(pl->nempty, 1);
         return 0;
 }
 
@@ -587,7 +588,7 @@ static int sb_release(struct mseg__alloc_local *L, uint32_t c, uint32_t di) {
         r = mseg__pages_free(L, di << L->sb_shift, A_RUN_SB, 0);
         if (r < 0)
                 return r;
-        pl->nsb--;
+        A_SUB(pl->nsb, 1);
         return 0;
 }
 
@@ -640,10 +641,10 @@ static int mark_used(struct mseg__alloc_local *L, uint32_t c, const struct a_blk
 
         __atomic_or_fetch(&d->bits[b->idx >> 6], UINT64_C(1) << (b->idx & 63), __ATOMIC_RELEASE);
         if (d->nfree == nb && pl->nempty)
-                pl->nempty--;
+                A_SUB(pl->nempty, 1);
         if (d->nfree)
                 d->nfree--;
-        pl->used++;
+        A_ADD(pl->used, 1);
         if (d->nfree == 0)
                 return list_unlink(L, c, b->di);
         return 0;
@@ -666,7 +667,7 @@ static int put_block(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
         if (b.d->nfree < nb)
                 b.d->nfree++;
         if (pl->used)
-                pl->used--;
+                A_SUB(pl->used, 1);
         if (!b.d->listed) {
                 list_push_tail(L, c, b.di);
         }
@@ -675,7 +676,7 @@ static int put_block(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
                  * give the others back to the page layer. */
                 if (pl->nempty >= 1)
                         return sb_release(L, c, b.di);
-                pl->nempty++;
+                A_ADD(pl->nempty, 1);
         }
         return 0;
 }
@@ -707,7 +708,7 @@ static int refill(struct mseg__alloc_local *L, struct a_heap *h, uint64_t *e, ui
                 r = find_free(L, c, &b);
                 if (r < 0)
                         break;
-                e[old + k] = sb_off(L, b.di) + (uint64_t) b.idx * mseg__class_size[c];
+                A_SET(e[old + k], sb_off(L, b.di) + (uint64_t) b.idx * mseg__class_size[c]);
                 __atomic_store_n(&pl->intent.n, k + 1, __ATOMIC_RELEASE);
                 MSEG_TEST_HOOK("alloc.refill");
                 k++;
@@ -715,7 +716,7 @@ static int refill(struct mseg__alloc_local *L, struct a_heap *h, uint64_t *e, ui
                 if (r < 0)
                         break;
         }
-        h->count[c] = old + k;
+        A_SET(h->count[c], old + k);
         atomic_store_explicit(&pl->intent.op, A_OP_NONE, memory_order_release);
         if (k && r == -ENOMEM)
                 r = 0;
@@ -756,7 +757,7 @@ static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint
                 else if (q < 0)
                         r = q;
         }
-        h->count[c] = nc;
+        A_SET(h->count[c], nc);
         atomic_store_explicit(&pl->intent.op, A_OP_NONE, memory_order_release);
 out:
         pool_unlock(L, c);
@@ -816,7 +817,7 @@ static void release_empties(struct mseg__alloc_local *L) {
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
                 struct a_pool *pl = &L->root->pools[c];
                 uint32_t lim;
-                if (!__atomic_load_n(&pl->nempty, __ATOMIC_RELAXED))
+                if (!A_GET(pl->nempty))
                         continue;
                 if (pool_lock(L, c) < 0)
                         continue;
@@ -828,7 +829,7 @@ static void release_empties(struct mseg__alloc_local *L) {
                                 break;
                         next = d->next;
                         if (d->nfree == L->nblocks[c] && sb_release(L, c, v - 1) == 0)
-                                pl->nempty--;
+                                A_SUB(pl->nempty, 1);
                         v = next;
                 }
                 pool_unlock(L, c);
@@ -958,13 +959,13 @@ static int alloc_small(struct mseg__alloc_local *L, uint32_t c, uint64_t dest, u
                         slot->reserved[A_SLOT_INTO_BLOCK] = off;
                         atomic_store_explicit((_Atomic uint64_t *) &slot->reserved[A_SLOT_INTO_DEST], dest,
                                               memory_order_release);
-                        h->count[c] = n - 1;
+                        A_SET(h->count[c], n - 1);
                         MSEG_TEST_HOOK("alloc.into");
                         atomic_store_explicit((_Atomic uint64_t *) (L->base + dest), off, memory_order_release);
                         atomic_store_explicit((_Atomic uint64_t *) &slot->reserved[A_SLOT_INTO_DEST], 0,
                                               memory_order_release);
                 } else {
-                        h->count[c] = n - 1;
+                        A_SET(h->count[c], n - 1);
                 }
                 *ret_off = off;
                 return 0;
@@ -1049,7 +1050,7 @@ void *mseg_alloc(mseg *seg, size_t size) {
                         if (mseg__likely(n - 1 < L->cap[c])) {
                                 uint64_t off = t->ent[L->start[c] + n - 1];
                                 if (mseg__likely(off - L->data_off <= L->data_end - L->data_off - 1024)) {
-                                        t->heap->count[c] = n - 1;
+                                        A_SET(t->heap->count[c], n - 1);
                                         a_unpoison(L, L->base + off, mseg__class_size[c]);
                                         return L->base + off;
                                 }
@@ -1129,8 +1130,8 @@ static int free_small(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
         }
         *(uint64_t *) (L->base + off) = off ^ L->cookie;
         a_poison(L, L->base + off, mseg__class_size[c]);
-        e[n] = off;
-        h->count[c] = n + 1;
+        A_SET(e[n], off);
+        A_SET(h->count[c], n + 1);
         return 0;
 }
 
@@ -1183,8 +1184,8 @@ int mseg_free(mseg *seg, void *p) {
                                 fill_freed(p, mseg__class_size[c]);
                                 *w = off ^ L->cookie;
                                 a_poison(L, p, mseg__class_size[c]);
-                                e[n] = off;
-                                t->heap->count[c] = n + 1;
+                                A_SET(e[n], off);
+                                A_SET(t->heap->count[c], n + 1);
                                 return 0;
                         }
                 }

@@ -218,6 +218,14 @@ struct mseg__alloc_local {
         struct mseg__alloc_local *next; /* all live handles (slot.c registry) */
 };
 
+/* Shared counters and magazine fields: written by one owner (a lock
+ * holder, or a magazine's thread) and read as snapshots by anyone. Relaxed
+ * atomics cost nothing on x86 and keep such reads well-defined. */
+#define A_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define A_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define A_ADD(x, v) A_SET(x, A_GET(x) + (v))
+#define A_SUB(x, v) A_SET(x, A_GET(x) - (v))
+
 /* ---- AddressSanitizer: blocks of private kinds are poisoned while free ----
  * Only with -Dexpensive_checks=true: a segment's bytes are legitimately
  * read whole (copied to a file or socket, attached elsewhere), free blocks

@@ -114,7 +114,7 @@ static void bin_insert(struct mseg__alloc_local *L, uint32_t u, uint32_t len) {
                 L->utab[old - 1].prev = u + 1;
         p->bins[b] = u + 1;
         p->binmask[b >> 6] |= UINT64_C(1) << (b & 63);
-        p->free_units += len;
+        A_ADD(p->free_units, len);
 }
 
 static int bin_remove(struct mseg__alloc_local *L, uint32_t u, uint32_t wild) {
@@ -140,7 +140,7 @@ static int bin_remove(struct mseg__alloc_local *L, uint32_t u, uint32_t wild) {
         if (nx)
                 L->utab[nx - 1].prev = pv;
         e->next = e->prev = 0;
-        p->free_units -= e->len;
+        A_SUB(p->free_units, e->len);
         return 0;
 }
 
@@ -251,7 +251,9 @@ static int rebuild(struct mseg__alloc_local *L) {
                 return corrupt("wilderness beyond the data", wild);
         memset(p->bins, 0, sizeof(p->bins));
         memset(p->binmask, 0, sizeof(p->binmask));
-        p->free_units = p->nlarge = p->nruns = 0;
+        A_SET(p->free_units, 0);
+        A_SET(p->nlarge, 0);
+        p->nruns = 0;
         while (u < wild) {              /* each step advances by >= 1 unit */
                 uint32_t len;
                 if (!run_ok(L, u, wild, 0))
@@ -260,7 +262,7 @@ static int rebuild(struct mseg__alloc_local *L) {
                 if (L->utab[u].head == A_RUN_FREE)
                         bin_insert(L, u, len);
                 else if (L->utab[u].head == A_RUN_LARGE)
-                        p->nlarge++;
+                        A_ADD(p->nlarge, 1);
                 p->nruns++;
                 u += len;
         }
@@ -468,7 +470,7 @@ int mseg__pages_alloc(struct mseg__alloc_local *L, uint32_t n, uint32_t align, u
                 bin_insert(L, s + n, it.a + it.b - (s + n));
         p->nruns += 1 + (s > it.a) + (it.b && it.a + it.b > s + n) - (it.b != 0);
         if (kind == A_RUN_LARGE)
-                p->nlarge++;
+                A_ADD(p->nlarge, 1);
         intent_clear(L);
         *ret_unit = s;
         r = 0;
@@ -539,7 +541,7 @@ int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint6
         else
                 p->nruns--;
         if (kind == A_RUN_LARGE && p->nlarge)
-                p->nlarge--;
+                A_SUB(p->nlarge, 1);
         intent_clear(L);
         r = 0;
 out:
