@@ -39,6 +39,7 @@
  * (1 to 64 ms) instead.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,12 @@
 #include "registry.h"
 
 /* ------------------------------------------------------- argument checks */
+
+/* NULL with errno set from @code, keeping the detail already recorded. */
+static void *fail_null(int code) {
+        errno = mseg__errno_of(code);
+        return NULL;
+}
 
 static int check_name(const char *name, size_t *ret_len) {
         size_t n;
@@ -125,12 +132,14 @@ static int reg_lock(struct mseg *seg, reg_root *root) {
                 /* The previous owner died inside a registry operation. */
                 r = reg_repair(seg);
                 if (r < 0 || (r = mseg__lock_consistent(&root->lock)) < 0) {
+                        char why[256];
+
+                        snprintf(why, sizeof(why), "%s", mseg_last_error());
                         atomic_fetch_or_explicit(&seg->hdr->state, MSEG_STATE_POISONED, memory_order_relaxed);
                         h->root = NULL;
                         h->depth = 0;
                         mseg__unlock(&root->lock);     /* unrecoverable from now on */
-                        return mseg__error(r, "registry repair after a crashed writer failed: %s",
-                                           mseg_last_error());
+                        return mseg__error(r, "registry repair after a crashed writer failed: %s", why);
                 }
         }
         return 1;
@@ -326,7 +335,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 if (or_find) {
                         r = mseg__reg_lookup(seg, &k, &hit);
                         if (r < 0)
-                                return mseg__error_null(r, "%s", mseg_last_error());
+                                return fail_null(r);
                         if (r > 0)
                                 return existing(seg, &hit, type);
                 }
@@ -346,12 +355,12 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         if (kind != MSEG_KIND_ANONYMOUS) {
                 depth = reg_lock(seg, root);
                 if (depth < 0)
-                        return mseg__error_null(depth, "%s", mseg_last_error());
+                        return fail_null(depth);
                 r = mseg__reg_find_locked(seg, &k, &hit, &ins);
                 if (r != 0) {
                         reg_unlock(root);
                         if (r < 0)
-                                return mseg__error_null(r, "%s", mseg_last_error());
+                                return fail_null(r);
                         if (or_find)
                                 return existing(seg, &hit, type);
                         return mseg__error_null(-EEXIST, "an object named \"%.*s\" exists", (int) len, name);
@@ -588,7 +597,7 @@ void *mseg_construct(mseg *seg, const char *name, const mseg_type *type, size_t 
 
         CHECK_SEG_NULL(seg);
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         return reg_construct(seg, MSEG_KIND_NAMED, name, len, type, tlen, count, init, arg, false);
 }
 
@@ -599,7 +608,7 @@ void *mseg_find_or_construct(mseg *seg, const char *name, const mseg_type *type,
 
         CHECK_SEG_NULL(seg);
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         return reg_construct(seg, MSEG_KIND_NAMED, name, len, type, tlen, count, init, arg, true);
 }
 
@@ -612,7 +621,7 @@ static void *reg_find(mseg *seg, uint8_t kind, const char *name, size_t len, con
         mseg__reg_key(seg, &k, kind, name, len, type, tlen);
         r = mseg__reg_lookup(seg, &k, &hit);
         if (r < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         if (r == 0) {
                 errno = ENOENT;
                 return NULL;
@@ -631,7 +640,7 @@ void *mseg_find(mseg *seg, const char *name, const mseg_type *type, size_t *ret_
 
         CHECK_SEG_NULL(seg);
         if ((r = check_name(name, &len)) < 0 || (r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         if (type->destroy)
                 dtor_remember(type, tlen);
         return reg_find(seg, MSEG_KIND_NAMED, name, len, type, tlen, ret_count);
@@ -688,7 +697,7 @@ void *mseg_construct_unique(mseg *seg, const mseg_type *type, size_t count, mseg
 
         CHECK_SEG_NULL(seg);
         if ((r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         return reg_construct(seg, MSEG_KIND_UNIQUE, type->name, tlen, type, tlen, count, init, arg, false);
 }
 
@@ -699,7 +708,7 @@ void *mseg_find_or_construct_unique(mseg *seg, const mseg_type *type, size_t cou
 
         CHECK_SEG_NULL(seg);
         if ((r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         return reg_construct(seg, MSEG_KIND_UNIQUE, type->name, tlen, type, tlen, count, init, arg, true);
 }
 
@@ -709,7 +718,7 @@ void *mseg_find_unique(mseg *seg, const mseg_type *type, size_t *ret_count) {
 
         CHECK_SEG_NULL(seg);
         if ((r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         if (type->destroy)
                 dtor_remember(type, tlen);
         return reg_find(seg, MSEG_KIND_UNIQUE, type->name, tlen, type, tlen, ret_count);
@@ -734,7 +743,7 @@ void *mseg_construct_anonymous(mseg *seg, const mseg_type *type, size_t count, m
 
         CHECK_SEG_NULL(seg);
         if ((r = check_type(type, &tlen)) < 0)
-                return mseg__error_null(r, "%s", mseg_last_error());
+                return fail_null(r);
         return reg_construct(seg, MSEG_KIND_ANONYMOUS, NULL, 0, type, tlen, count, init, arg, false);
 }
 
