@@ -450,6 +450,7 @@ static void pool_rebuild(struct mseg__alloc_local *L, uint32_t c) {
                 d->nblocks = nb;
                 d->nfree = nb - pop;
                 d->hint = 0;
+                d->owner = 0;
                 d->listed = 0;
                 d->next = d->prev = 0;
                 d->unit = di << L->sb_shift;
@@ -592,25 +593,73 @@ static int sb_release(struct mseg__alloc_local *L, uint32_t c, uint32_t di) {
         return 0;
 }
 
-/* Find a free block of class @c (making a superblock if needed), without
- * taking it. */
-static int find_free(struct mseg__alloc_local *L, uint32_t c, struct a_blk *b) {
+/* Which superblock a refill for @h draws from. Affinity keeps the blocks
+ * of different threads (and processes) in different superblocks, so they
+ * share no cache lines (bitmap words, descriptors, the blocks' own lines):
+ * first the superblock this magazine used last, else a listed one nobody
+ * else draws from (looking at a few), else a fresh one, else the head. */
+#define AFFINITY_SCAN 8u
+
+static int pick_sb(struct mseg__alloc_local *L, uint32_t c, struct a_heap *h, uint32_t *ret_v) {
         struct a_pool *pl = &L->root->pools[c];
-        uint32_t nb = L->nblocks[c], words = (nb + 63) / 64;
+        uint32_t owner = h ? h->slot + 1 : 0, v = 0, n;
+        struct a_desc *d;
+        int r;
+
+        if (!owner)
+                goto head;
+        v = h->pref[c];
+        d = list_desc(L, c, v);
+        if (d && d->listed && d->nfree && d->owner == owner) {
+                *ret_v = v;
+                return 0;
+        }
+        for (v = pl->head, n = 0; v && n < AFFINITY_SCAN; n++) {
+                d = list_desc(L, c, v);
+                if (!d)
+                        break;
+                if (d->owner == 0 || d->owner == owner)
+                        goto take;
+                v = d->next;
+        }
+        if (sb_new(L, c, &v) == 0) {
+                v++;
+                d = list_desc(L, c, v);
+                goto take;
+        }
+head:
+        if (!pl->head) {
+                r = sb_new(L, c, &v);
+                if (r < 0)
+                        return r;
+        }
+        *ret_v = pl->head;
+        return 0;
+take:
+        if (!d)
+                return pcorrupt(c, "bad superblock list link");
+        d->owner = owner;
+        h->pref[c] = v;
+        *ret_v = v;
+        return 0;
+}
+
+/* Find a free block of class @c (making a superblock if needed), without
+ * taking it; for magazine @h (NULL: the locked path). */
+static int find_free(struct mseg__alloc_local *L, uint32_t c, struct a_heap *h, struct a_blk *b) {
+        uint32_t nb = L->nblocks[c], words = (nb + 63) / 64, v = 0;
         struct a_desc *d;
         int r;
 
         for (uint32_t tries = 0; tries < 2; tries++) {
-                if (!pl->head) {
-                        r = sb_new(L, c, &b->di);
-                        if (r < 0)
-                                return r;
-                }
-                d = list_desc(L, c, pl->head);
+                r = pick_sb(L, c, h, &v);
+                if (r < 0)
+                        return r;
+                d = list_desc(L, c, v);
                 if (!d)
                         return pcorrupt(c, "bad superblock list head");
                 b->d = d;
-                b->di = pl->head - 1;
+                b->di = v - 1;
                 b->cls = c;
                 for (uint32_t w = d->hint < words ? d->hint : 0; w < words; w++) {
                         uint64_t m = ~d->bits[w] & (w == words - 1 ? last_mask(nb) : ~UINT64_C(0));
@@ -645,8 +694,10 @@ static int mark_used(struct mseg__alloc_local *L, uint32_t c, const struct a_blk
         if (d->nfree)
                 d->nfree--;
         A_ADD(pl->used, 1);
-        if (d->nfree == 0)
+        if (d->nfree == 0) {
+                d->owner = 0;           /* when blocks come back, anyone may draw */
                 return list_unlink(L, c, b->di);
+        }
         return 0;
 }
 
@@ -705,7 +756,7 @@ static int refill(struct mseg__alloc_local *L, struct a_heap *h, uint64_t *e, ui
         r = 0;
         while (k < want) {
                 struct a_blk b;
-                r = find_free(L, c, &b);
+                r = find_free(L, c, h, &b);
                 if (r < 0)
                         break;
                 A_SET(e[old + k], sb_off(L, b.di) + (uint64_t) b.idx * mseg__class_size[c]);
@@ -777,7 +828,7 @@ static int direct_alloc(struct mseg__alloc_local *L, uint32_t c, uint64_t dest, 
         r = pool_lock(L, c);
         if (r < 0)
                 return r;
-        r = find_free(L, c, &b);
+        r = find_free(L, c, NULL, &b);
         if (r < 0)
                 goto out;
         off = sb_off(L, b.di) + (uint64_t) b.idx * mseg__class_size[c];

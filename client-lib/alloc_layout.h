@@ -45,7 +45,7 @@
 #define A_HEAP_MAGIC    UINT32_C(0x48454150)    /* "HEAP" */
 #define A_DESC_LIVE     UINT32_C(0x53420000)    /* desc.live = A_DESC_LIVE | class */
 #define A_DESC_HDR      64u             /* descriptor bytes before its bitmap */
-#define A_HEAP_HDR      192u            /* magazine record bytes before its entries */
+#define A_HEAP_HDR      320u            /* magazine record bytes before its entries */
 
 /* Run kinds (struct a_unit head / tail). */
 enum {
@@ -83,7 +83,9 @@ struct a_desc {
         uint32_t prev;
         uint32_t unit;                  /* first unit (== index << sb_shift) */
         uint32_t hint;                  /* first bitmap word that may have a clear bit */
-        uint64_t reserved[4];
+        uint32_t owner;                 /* slot + 1 whose refills draw from it (advisory) */
+        uint32_t pad;
+        uint64_t reserved[3];
         uint64_t bits[];
 };
 static_assert(sizeof(struct a_desc) == A_DESC_HDR, "in-segment layout is ABI");
@@ -162,6 +164,7 @@ struct a_heap {
         uint64_t gen;
         uint64_t reserved[6];
         uint32_t count[A_NCLASSES];
+        uint32_t pref[A_NCLASSES];      /* superblock (desc + 1) refills draw from first */
         /* uint64_t ent[] at A_HEAP_HDR */
 };
 static_assert(sizeof(struct a_heap) == A_HEAP_HDR, "in-segment layout is ABI");
