@@ -480,7 +480,10 @@ int mseg__slots_check(struct mseg__alloc_local *L) {
                 if (!h || !mseg__pages_is_run(L, (uint32_t) ((heap_off - L->data_off) >> A_UNIT_SHIFT), A_RUN_META))
                         return mseg__error(MSEG_E_CORRUPT, "slot %u: bad magazine record offset %llu", i,
                                            (unsigned long long) heap_off);
-                r = mseg__alloc_check_heap(L, h, mseg__tc[0].uid == L->uid && mseg__tc[0].heap == h);
+                /* duplicates only where the magazine holds still: our own
+                 * thread's, or a dead owner's */
+                r = mseg__alloc_check_heap(L, h, (mseg__tc[0].uid == L->uid && mseg__tc[0].heap == h) ||
+                                                         (st == MSEG_SLOT_LIVE && owner_dead(L, s)));
                 if (r < 0)
                         return r;
         }
