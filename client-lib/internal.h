@@ -182,6 +182,9 @@ int mseg__alloc_set_usable(struct mseg *seg, uint64_t new_usable);
  * time from /proc no longer match; only slots claimed in our own pid
  * namespace are judged). Returns the number reclaimed or a negative code. */
 int mseg__slots_reclaim_dead(struct mseg *seg);
+/* slot.c: does slot @i await reclaim (RECLAIMING, or LIVE with its owner
+ * gone, judged as mseg__slots_reclaim_dead() does)? For mseg_stats(). */
+bool mseg__slot_owner_gone(struct mseg *seg, uint32_t i);
 
 /* ---- registry.c ---- */
 

@@ -386,6 +386,19 @@ static bool owner_dead(struct mseg__alloc_local *L, const mseg_slot *s) {
         return proc_start_time(pid) != start;
 }
 
+bool mseg__slot_owner_gone(struct mseg *seg, uint32_t i) {
+        struct mseg__alloc_local *L = seg ? seg->alloc : NULL;
+        mseg_slot *s;
+        uint32_t st;
+
+        if (!L || i >= L->nslots)
+                return false;
+        self_identity();
+        s = mseg__slot_at(L, i);
+        st = MSEG_SLOT_STATE(atomic_load_explicit(&s->state, memory_order_acquire));
+        return st == MSEG_SLOT_RECLAIMING || (st == MSEG_SLOT_LIVE && owner_dead(L, s));
+}
+
 int mseg__slots_reclaim_dead(struct mseg *seg) {
         struct mseg__alloc_local *L = seg ? seg->alloc : NULL;
         int r, n = 0;

@@ -277,6 +277,32 @@ MSEG_API int mseg_zero_free_memory(mseg *seg);
  * when sound, MSEG_E_CORRUPT with mseg_last_error() naming the damage. */
 MSEG_API MSEG_MUST_CHECK int mseg_check(mseg *seg);
 
+/** Where a segment's memory is (mseg_stats()). The allocator cannot tell a
+ * leaked block from a live one; a program that knows the blocks it holds
+ * subtracts them from allocated_bytes to get what dead processes leaked. */
+struct mseg_stats {
+        uint64_t size;                  /* usable bytes now */
+        uint64_t free_bytes;            /* as mseg_free_memory() (includes cached_bytes) */
+        uint64_t allocated_bytes;       /* usable bytes of allocated blocks (clients' and the registry's) */
+        uint64_t allocated_blocks;
+        uint64_t cached_bytes;          /* free blocks held in attachments' caches */
+        uint64_t overhead_bytes;        /* the allocator's records and superblock tails in the data area */
+        uint64_t lock_repairs;          /* times a process died holding one of the segment's locks */
+        uint64_t slots_reclaimed;       /* attachments of dead processes reclaimed so far */
+        uint32_t slots_live;            /* attachment slots in use (live or being reclaimed) */
+        uint32_t slots_dead;            /* of which the owner is gone: awaiting reclaim */
+        uint32_t poisoned;              /* 1 when a repair failed and the segment refuses writes */
+        uint32_t reserved0;
+        uint64_t reserved[4];
+};
+
+/** Snapshot of the segment's memory figures, without taking a lock (exact
+ * while no other process allocates).
+ * @param[out] ret_stats set only on success.
+ * @return 0, -EINVAL, -EAGAIN (the allocator's tables kept changing or are
+ *         damaged; mseg_check() says which). */
+MSEG_API MSEG_MUST_CHECK int mseg_stats(mseg *seg, struct mseg_stats *ret_stats);
+
 /* ------------------------------------------------------ named objects */
 
 /** Describes an object type. Build with MSEG_TYPE(T); @c destroy, if set,
