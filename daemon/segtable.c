@@ -484,8 +484,27 @@ int segtable_grow(struct segtable *t, struct segment *s, uint64_t new_size, segt
                          (unsigned long long) new_size, (unsigned long long) s->max_size);
                 return -ENOSPC;
         }
-        if (new_size <= s->size)
+        if (new_size <= s->size && new_size <= mseg__usable(s->handle))
                 return 0;       /* never shrinks; growing to less is a no-op */
+        if (new_size <= s->size) {
+                /* Charged already by a grow still in flight, which may not
+                 * have reached the header yet: raise it too (idempotent),
+                 * so that no reply runs ahead of the header. */
+                w = calloc(1, sizeof(*w));
+                if (!w)
+                        return -ENOMEM;
+                w->s = s;
+                w->grow = true;
+                w->old_size = w->new_size = new_size;   /* nothing to charge or give back */
+                w->done = done;
+                w->arg = arg;
+                if (work_queue(t, w) < 0) {
+                        free(w);
+                        snprintf(msg, msglen, "cannot queue the work");
+                        return -ENOMEM;
+                }
+                return 1;
+        }
         if (!u)
                 return -ENOMEM;
         delta = new_size - s->size;
