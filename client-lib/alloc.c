@@ -264,7 +264,10 @@ int mseg__alloc_attach(struct mseg *seg) {
         L->slots_off = seg->hdr->slots_off;
         L->nslots = seg->hdr->nslots;
         L->writable = !seg->read_only;
-        L->poison = A_ASAN && L->writable && (seg->kind == MSEG__KIND_HEAP || seg->kind == MSEG__KIND_BUFFER);
+        /* Only heap segments are surely private: a caller's buffer may be
+         * shared memory, where other processes' frees and allocations
+         * would leave this process's shadow memory wrong. */
+        L->poison = A_ASAN && L->writable && seg->kind == MSEG__KIND_HEAP;
         L->caches = L->writable && g.mag_max > 0;
         memcpy(&L->cookie, seg->hdr->id, sizeof(L->cookie));
         L->cookie ^= UINT64_C(0x6d73656746524545);     /* "msegFREE" */
@@ -1180,7 +1183,7 @@ static int free_small(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
                 n = h->count[c];
         }
         *(uint64_t *) (L->base + off) = off ^ L->cookie;
-        a_poison(L, L->base + off, mseg__class_size[c]);
+        a_poison(L, L->base + off + 8, mseg__class_size[c] - 8);       /* all but the cookie */
         A_SET(e[n], off);
         A_SET(h->count[c], n + 1);
         return 0;
@@ -1234,7 +1237,7 @@ int mseg_free(mseg *seg, void *p) {
                                                                            (unsigned long long) off);
                                 fill_freed(p, mseg__class_size[c]);
                                 *w = off ^ L->cookie;
-                                a_poison(L, p, mseg__class_size[c]);
+                                a_poison(L, (uint8_t *) p + 8, mseg__class_size[c] - 8);
                                 A_SET(e[n], off);
                                 A_SET(t->heap->count[c], n + 1);
                                 return 0;

@@ -229,11 +229,13 @@ struct mseg__alloc_local {
 #define A_ADD(x, v) A_SET(x, A_GET(x) + (v))
 #define A_SUB(x, v) A_SET(x, A_GET(x) - (v))
 
-/* ---- AddressSanitizer: blocks of private kinds are poisoned while free ----
+/* ---- AddressSanitizer: blocks of heap segments are poisoned while free ----
  * Only with -Dexpensive_checks=true: a segment's bytes are legitimately
  * read whole (copied to a file or socket, attached elsewhere), free blocks
- * included, and ASan would report every such copy. Shared kinds are never
- * poisoned: other processes write them. */
+ * included, and ASan would report every such copy. Only heap segments:
+ * any other memory may be shared with processes whose frees this process's
+ * shadow memory never sees. A small block in a magazine keeps its first
+ * word (the double-free cookie) readable. */
 
 #if defined(__SANITIZE_ADDRESS__) && defined(MSEG_EXPENSIVE_CHECKS)
 #include <sanitizer/asan_interface.h>

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
-#include "internal.h"
+#include "alloc_layout.h"
 
 static void *page_buf(size_t size) {
         void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -283,6 +285,34 @@ static void test_read_only_handle(void) {
         munmap(buf, size);
 }
 
+/* With ASan and -Dexpensive_checks=true, a freed block of a heap segment
+ * is poisoned: reading it is reported (the child dies). */
+static void test_poison(void) {
+#if A_ASAN
+        pid_t pid = fork();
+        int st;
+
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                mseg *seg;
+                volatile char *p, *big;
+                ASSERT_OK(mseg_heap_create(&seg, 8 << 20));
+                p = mseg_alloc(seg, 100);
+                big = mseg_alloc(seg, 100000);
+                ASSERT(p && big);
+                p[50] = 1;
+                ASSERT_OK(mseg_free(seg, (void *) big));
+                ASSERT_OK(mseg_free(seg, (void *) p));
+                ASSERT_ERR(mseg_free(seg, (void *) p), -EINVAL);   /* the cookie stays readable */
+                (void) p[50];                                      /* use after free */
+                _exit(0);
+        }
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        ASSERT(WIFSIGNALED(st));
+        printf("use after free in a heap segment reported by ASan\n");
+#endif
+}
+
 int main(void) {
         test_basic(MSEG_MIN_SIZE);
         test_basic(256 << 10);
@@ -299,5 +329,6 @@ int main(void) {
         test_zero_free();
         test_frontier();
         test_read_only_handle();
+        test_poison();
         return 0;
 }
