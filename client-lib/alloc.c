@@ -489,14 +489,14 @@ static void bit_set_if_clear(struct mseg__alloc_local *L, uint32_t c, uint64_t o
         struct a_blk b;
 
         if (blk_find(L, off, &b) == 0 && b.cls == c)
-                __atomic_or_fetch(&b.d->bits[b.idx >> 6], UINT64_C(1) << (b.idx & 63), __ATOMIC_RELAXED);
+                A_SET(b.d->bits[b.idx >> 6], A_GET(b.d->bits[b.idx >> 6]) | (UINT64_C(1) << (b.idx & 63)));
 }
 
 static void bit_clear_if_set(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
         struct a_blk b;
 
         if (blk_find(L, off, &b) == 0 && b.cls == c)
-                __atomic_and_fetch(&b.d->bits[b.idx >> 6], ~(UINT64_C(1) << (b.idx & 63)), __ATOMIC_RELAXED);
+                A_SET(b.d->bits[b.idx >> 6], A_GET(b.d->bits[b.idx >> 6]) & ~(UINT64_C(1) << (b.idx & 63)));
 }
 
 static bool dest_ok(struct mseg__alloc_local *L, uint64_t dest) {
@@ -691,7 +691,10 @@ static int mark_used(struct mseg__alloc_local *L, uint32_t c, const struct a_blk
         struct a_desc *d = b->d;
         uint32_t nb = L->nblocks[c];
 
-        __atomic_or_fetch(&d->bits[b->idx >> 6], UINT64_C(1) << (b->idx & 63), __ATOMIC_RELEASE);
+        /* Bits change only under the class lock: no locked instruction;
+         * the release store orders it after the intent's progress. */
+        __atomic_store_n(&d->bits[b->idx >> 6], A_GET(d->bits[b->idx >> 6]) | (UINT64_C(1) << (b->idx & 63)),
+                         __ATOMIC_RELEASE);
         if (d->nfree == nb && pl->nempty)
                 A_SUB(pl->nempty, 1);
         if (d->nfree)
@@ -715,7 +718,8 @@ static int put_block(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
                 return -EINVAL;
         if (!blk_bit(&b))
                 return -EINVAL;                 /* already free */
-        __atomic_and_fetch(&b.d->bits[b.idx >> 6], ~(UINT64_C(1) << (b.idx & 63)), __ATOMIC_RELEASE);
+        __atomic_store_n(&b.d->bits[b.idx >> 6], A_GET(b.d->bits[b.idx >> 6]) & ~(UINT64_C(1) << (b.idx & 63)),
+                         __ATOMIC_RELEASE);
         if (b.idx / 64 < b.d->hint)
                 b.d->hint = b.idx / 64;
         if (b.d->nfree < nb)
@@ -780,8 +784,9 @@ out:
 }
 
 /* Return the top @n entries of @h's class-@c magazine. Entries that are
- * not cached blocks of the class (damage, or a double free) are dropped. */
-static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint32_t n) {
+ * not cached blocks of the class (damage, or a double free) are dropped.
+ * @disown: the record is being retired (its superblock preference too). */
+static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint32_t n, bool disown) {
         struct a_pool *pl = &L->root->pools[c];
         uint64_t *e = heap_ent(h) + L->start[c];
         uint32_t old, nc;
@@ -790,6 +795,13 @@ static int flush(struct mseg__alloc_local *L, struct a_heap *h, uint32_t c, uint
         r = pool_lock(L, c);
         if (r < 0)
                 return r;
+        if (disown) {
+                /* The record goes away: its superblock is anyone's again. */
+                struct a_desc *d = list_desc(L, c, h->pref[c]);
+                if (d && d->owner == h->slot + 1)
+                        d->owner = 0;
+                h->pref[c] = 0;
+        }
         old = h->count[c];
         if (old > L->cap[c])
                 old = L->cap[c];        /* a damaged count: flush what can be there */
@@ -932,7 +944,7 @@ int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_
          * died in may not have published its count yet, and its intent
          * must be replayed (by taking the lock) before the record goes. */
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
-                int q = flush(L, heap, c, L->cap[c]);
+                int q = flush(L, heap, c, L->cap[c], slot != NULL);
                 if (q < 0 && r == 0)
                         r = q;
         }
@@ -1177,7 +1189,7 @@ static int free_small(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
                         return mseg__error(-EINVAL, "mseg_free: double free of offset %llu",
                                            (unsigned long long) off);
         if (n == cap) {
-                int r = flush(L, h, c, cap - cap / 2);
+                int r = flush(L, h, c, cap - cap / 2, false);
                 if (r < 0 && r != MSEG_E_CORRUPT)
                         return r;
                 n = h->count[c];
