@@ -12,9 +12,9 @@
  * whole reserve once (Reserve big, commit on touch: growth never remaps)
  * and validates the header like any other kind.
  *
- * The handles of a process share one connection per socket path, opened
- * with the first handle and closed with the last, so an open after the
- * first costs one round trip. Each open returns an attachment id; closing
+ * A process keeps one connection per socket path, opened by its first
+ * request and kept until it exits: every request then goes over it in
+ * order, and an open after the first costs one round trip. Each open returns an attachment id; closing
  * the handle sends "detach" (no reply, nothing waits), and the connection
  * closing (the process exiting or dying) detaches everything at once: that
  * is how msegd learns a client went away, reclaims its slots, and removes
@@ -71,7 +71,6 @@ struct conn {
         struct client c;
         pid_t pid;              /* the process it belongs to (fork makes copies) */
         uint64_t epoch;         /* bumped by every (re)connect */
-        unsigned users;         /* handles attached through it, and callers in flight */
         uint64_t *deferred;     /* detaches to send before the next request */
         size_t ndeferred, deferred_cap;
 };
@@ -155,7 +154,11 @@ static int client_recv(struct client *c, uint64_t id, enum mseg_proto_op op, str
                 return mseg__error(-ENOMEM, "out of memory");
         }
         n = mseg_proto_recv(c->fd, buf, MSEG_PROTO_MSG_MAX, &fd, NULL, 0);
-        if (n == 0 || n == -ECONNRESET) {
+        if (n == -ECONNRESET)
+                /* msegd closed with our requests unread (a refusal): the
+                 * error is reported first, the packet it sent may follow. */
+                n = mseg_proto_recv(c->fd, buf, MSEG_PROTO_MSG_MAX, &fd, NULL, MSG_DONTWAIT);
+        if (n == 0 || n == -ECONNRESET || n == -EAGAIN) {
                 c->broken = true;
                 r = mseg__error(MSEG_E_PROTO, "msegd at %s closed the connection", c->path);
                 goto out;
@@ -235,10 +238,14 @@ static int client_connect(struct client *c) {
         }
         snprintf(hello.client, sizeof(hello.client), "libmseg %s", mseg_version());
         r = client_send(c, &hello, 0);
-        if (r < 0) {
+        if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
                 client_close(c);
                 return mseg__error(r, "cannot send hello to msegd at %s: %s", c->path, strerror(-r));
         }
+        /* EPIPE: msegd refused the connection at once (max-clients); its
+         * reason waits in our queue and is read as the hello's reply. */
+        if (r < 0)
+                c->broken = true;
         c->hello_pending = true;
         c->hello_id = hello.id;
         return 0;
@@ -276,27 +283,12 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
         return client_recv(c, req->id, req->op, rep, ret_fd);
 }
 
-static void flush_path(const char *path);
-
-/* One request on a fresh connection, for the calls that keep nothing. */
-static int call_once(const struct mseg_options *o, struct mseg_proto_request *req, struct mseg_proto_reply *rep) {
-        struct client c = { .fd = -1 };
-        int r;
-
-        r = socket_path(o, c.path, sizeof(c.path));
-        if (r < 0)
-                return r;
-        flush_path(c.path);
-        r = client_connect(&c);
-        if (r < 0)
-                return r;
-        r = client_call(&c, req, rep, NULL);
-        client_close(&c);
-        return r;
-}
-
-/* The shared connection of this process for @path, with one more user. */
-static struct conn *conn_acquire(const char *path) {
+/* The connection of this process to msegd at @path, created on first use
+ * and kept until the process exits: every request of a process then goes
+ * over one connection, in order (a detach before the remove that follows
+ * it), and an open costs one round trip. After fork() the child makes its
+ * own: pid tells them apart. */
+static struct conn *conn_get(const char *path) {
         pid_t pid = getpid();
         struct conn *cn;
 
@@ -315,30 +307,8 @@ static struct conn *conn_acquire(const char *path) {
                         conns = cn;
                 }
         }
-        if (cn)
-                cn->users++;
         pthread_mutex_unlock(&conns_lock);
         return cn;
-}
-
-static void conn_release(struct conn *cn) {
-        struct conn **pp;
-
-        pthread_mutex_lock(&conns_lock);
-        if (--cn->users > 0) {
-                pthread_mutex_unlock(&conns_lock);
-                return;
-        }
-        for (pp = &conns; *pp; pp = &(*pp)->next)
-                if (*pp == cn) {
-                        *pp = cn->next;
-                        break;
-                }
-        pthread_mutex_unlock(&conns_lock);
-        client_close(&cn->c);   /* detaches whatever is still deferred */
-        pthread_mutex_destroy(&cn->lock);
-        free(cn->deferred);
-        free(cn);
 }
 
 /* Send the detaches that waited for this request (cn->lock held). */
@@ -348,24 +318,6 @@ static void flush_deferred(struct conn *cn) {
                 (void) client_send(&cn->c, &req, MSG_DONTWAIT);
         }
         cn->ndeferred = 0;
-}
-
-/* Before a request on another connection (stat, list, remove), deliver the
- * detaches this process deferred, so msegd's answer counts them. */
-static void flush_path(const char *path) {
-        pid_t pid = getpid();
-        struct conn *cn;
-
-        pthread_mutex_lock(&conns_lock);
-        for (cn = conns; cn; cn = cn->next)
-                if (cn->pid == pid && strcmp(cn->c.path, path) == 0)
-                        break;
-        if (cn && cn->ndeferred) {
-                pthread_mutex_lock(&cn->lock);
-                flush_deferred(cn);
-                pthread_mutex_unlock(&cn->lock);
-        }
-        pthread_mutex_unlock(&conns_lock);
 }
 
 /* Has msegd closed (or written to) this idle connection? Then it cannot
@@ -400,6 +352,21 @@ static int conn_call(struct conn *cn, struct mseg_proto_request *req, struct mse
 out:
         pthread_mutex_unlock(&cn->lock);
         return r;
+}
+
+/* One request on this process's connection for @o's socket path. */
+static int shared_call(const struct mseg_options *o, struct mseg_proto_request *req, struct mseg_proto_reply *rep) {
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+        struct conn *cn;
+        int r;
+
+        r = socket_path(o, path, sizeof(path));
+        if (r < 0)
+                return r;
+        cn = conn_get(path);
+        if (!cn)
+                return mseg__error(-ENOMEM, "out of memory");
+        return conn_call(cn, req, rep, NULL, NULL);
 }
 
 /* ------------------------------------------------------------ arguments */
@@ -511,7 +478,7 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
         bl = calloc(1, sizeof(*bl));
         if (!bl)
                 return mseg__error(-ENOMEM, "out of memory");
-        bl->conn = conn_acquire(path);
+        bl->conn = conn_get(path);
         if (!bl->conn) {
                 free(bl);
                 return mseg__error(-ENOMEM, "out of memory");
@@ -576,7 +543,6 @@ fail:
         if (bl) {
                 if (bl->attachment)
                         detach(bl);
-                conn_release(bl->conn);
                 free(bl);
         }
         return r;
@@ -623,10 +589,8 @@ void mseg__broker_detach(struct mseg *seg) {
         seg->broker = NULL;
         /* A handle inherited through fork() belongs to the parent's
          * connection: the parent still holds its attachment. */
-        if (bl->pid == getpid() && bl->conn->pid == bl->pid) {
+        if (bl->pid == getpid() && bl->conn->pid == bl->pid)
                 detach(bl);
-                conn_release(bl->conn);
-        }
         free(bl);
 }
 
@@ -662,7 +626,7 @@ MSEG_API int mseg_grow(mseg *seg, uint64_t new_size) {
                 r = conn_call(bl->conn, &req, &rep, NULL, NULL);
         } else {
                 o.socket_path = bl->conn->c.path;
-                r = call_once(&o, &req, &rep);
+                r = shared_call(&o, &req, &rep);
         }
         if (r < 0)
                 return r;
@@ -681,7 +645,7 @@ MSEG_API int mseg_remove(const char *name, const struct mseg_options *opts) {
         if (r < 0)
                 return r;
         memcpy(req.name, name, strlen(name) + 1);
-        return call_once(opts, &req, &rep);
+        return shared_call(opts, &req, &rep);
 }
 
 /* ------------------------------------------------------------ stat, list */
@@ -710,7 +674,7 @@ MSEG_API int mseg_stat(const char *name, const struct mseg_options *opts, struct
         if (r < 0)
                 return r;
         memcpy(req.name, name, strlen(name) + 1);
-        r = call_once(opts, &req, &rep);
+        r = shared_call(opts, &req, &rep);
         if (r < 0)
                 return r;
         info_from_proto(&rep.info, ret_info);
@@ -723,24 +687,16 @@ MSEG_API int mseg_list(const struct mseg_options *opts, int (*fn)(const struct m
         struct mseg_proto_reply rep = { 0 };
         struct mseg_proto_seginfo *page;
         struct mseg_segment_info info;
-        struct client c = { .fd = -1 };
         int r;
 
         if (!fn)
                 return mseg__error(-EINVAL, "no callback");
-        r = socket_path(opts, c.path, sizeof(c.path));
-        if (r < 0)
-                return r;
         page = malloc(sizeof(*page) * MSEG_PROTO_LIST_MAX);
         if (!page)
                 return mseg__error(-ENOMEM, "out of memory");
-        flush_path(c.path);
-        r = client_connect(&c);
-        if (r < 0)
-                goto out;
         for (;;) {
                 rep.segs = page;
-                r = client_call(&c, &req, &rep, NULL);
+                r = shared_call(opts, &req, &rep);
                 if (r < 0)
                         break;
                 for (size_t i = 0; i < rep.nsegs; i++) {
@@ -756,8 +712,6 @@ MSEG_API int mseg_list(const struct mseg_options *opts, int (*fn)(const struct m
                 memcpy(req.after, page[rep.nsegs - 1].name, sizeof(req.after));
         }
 done:
-        client_close(&c);
-out:
         free(page);
         return r;
 }
@@ -767,7 +721,7 @@ int mseg__broker_status(const struct mseg_options *opts, struct mseg_proto_statu
         struct mseg_proto_reply rep = { 0 };
         int r;
 
-        r = call_once(opts, &req, &rep);
+        r = shared_call(opts, &req, &rep);
         if (r < 0)
                 return r;
         *ret = rep.status;

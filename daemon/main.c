@@ -427,11 +427,8 @@ again:
         socket_created = true;
         if (chmod(path, mode) < 0)
                 log_warning("cannot chmod %s: %s", path, strerror(errno));
-        if (listen(fd, 4096) < 0) {
-                r = -errno;
-                log_error("cannot listen on %s: %s", path, strerror(errno));
-                goto fail;
-        }
+        /* listen() comes in server_start(), once the segments are loaded:
+         * until then a client's connect() is refused, not left waiting. */
         return fd;
 fail:
         close(fd);

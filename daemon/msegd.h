@@ -102,6 +102,7 @@ struct segment {
         uint32_t uid, gid, mode;
         bool persistent;
         bool remove_on_last_close;
+        bool charged;                   /* counts against the limits (named or attached) */
         unsigned refs;                  /* name + attachments + work in flight */
         unsigned attached;              /* connection attachments */
         bool saving, save_again, dirty; /* persist.c */

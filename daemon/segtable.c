@@ -132,6 +132,24 @@ static void insert_live(struct segtable *t, struct segment *s) {
                 u->segments++;
                 u->bytes += s->size;
         }
+        s->charged = true;
+}
+
+/* A segment stops counting against the limits once it has no name and no
+ * attachment, even while work in flight still holds it for a moment. */
+static void uncharge(struct segtable *t, struct segment *s) {
+        struct uid_usage *u;
+
+        if (!s->charged)
+                return;
+        s->charged = false;
+        t->segments--;
+        t->bytes -= s->size;
+        u = segtable_uid(t, s->uid, false);
+        if (u) {
+                u->segments--;
+                u->bytes -= s->size;
+        }
 }
 
 void segment_free_raw(struct segment *s) {
@@ -305,6 +323,8 @@ void segtable_unlink(struct segtable *t, struct segment *s) {
         fdstore_segment_removed(s);
         free(s->name);
         s->name = NULL;
+        if (s->attached == 0)
+                uncharge(t, s);
         segment_unref(t, s);
 }
 
@@ -313,8 +333,6 @@ void segment_ref(struct segment *s) {
 }
 
 void segment_unref(struct segtable *t, struct segment *s) {
-        struct uid_usage *u;
-
         if (--s->refs > 0)
                 return;
         if (s->lprev)
@@ -323,13 +341,7 @@ void segment_unref(struct segtable *t, struct segment *s) {
                 t->all = s->lnext;
         if (s->lnext)
                 s->lnext->lprev = s->lprev;
-        t->segments--;
-        t->bytes -= s->size;
-        u = segtable_uid(t, s->uid, false);
-        if (u) {
-                u->segments--;
-                u->bytes -= s->size;
-        }
+        uncharge(t, s);
         segment_free_raw(s);
 }
 
@@ -378,7 +390,7 @@ static void work_done(uv_work_t *req, int status) {
         }
         if (w->grow) {
                 struct uid_usage *u = segtable_uid(t, s->uid, false);
-                if (w->result < 0 && s->size == w->new_size) {
+                if (w->result < 0 && s->size == w->new_size && s->charged) {
                         /* Give back what was charged for it. */
                         uint64_t delta = w->new_size - w->old_size;
                         s->size = w->old_size;
@@ -446,6 +458,13 @@ static void reclaim_start(struct segtable *t, struct segment *s) {
 
 void segment_detach(struct segtable *t, struct segment *s, bool disconnect) {
         s->attached--;
+        if (s->attached == 0 && !s->name) {
+                /* Removed, and the last attachment gone: nothing to reclaim
+                 * for anyone msegd knows of, and nothing to charge. */
+                uncharge(t, s);
+                segment_unref(t, s);
+                return;
+        }
         reclaim_start(t, s);
         /* A client's socket closes while it is still exiting, and a zombie
          * still has its /proc entry: its slots look alive for a moment, so

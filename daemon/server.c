@@ -676,6 +676,10 @@ static void refuse(int fd, int code, const char *msg) {
         n = mseg_proto_encode_reply(&rep, buf, sizeof(buf));
         if (n > 0)
                 (void) mseg_proto_send(fd, buf, (size_t) n, -1, MSG_DONTWAIT);
+        /* Closing with the client's packets unread would hit it with
+         * ECONNRESET ahead of our reason: read them off first (a few). */
+        for (int i = 0; i < 8 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) >= 0; i++)
+                ;
         close(fd);
 }
 
@@ -815,6 +819,11 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct msegd_config 
         srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (!srv->rbuf || !srv->wbuf)
                 return -ENOMEM;
+        /* Our own socket starts listening only now, when everything is
+         * loaded; a passed one listens already, and this only sets the
+         * backlog (somaxconn caps it). */
+        if (listen(listen_fd, 4096) < 0)
+                return -errno;
         r = uv_poll_init(loop, &srv->listen_poll, listen_fd);
         if (r < 0)
                 return r;
