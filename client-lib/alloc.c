@@ -5,43 +5,58 @@
  *
  * Shape (allocator-design.md, shape C). Blocks up to 8 KiB come from 32
  * size classes (16-byte steps to 128, then four per doubling). A class owns
- * superblocks of sb_units units (64 KiB, or 16 KiB in segments under
- * 4 MiB) taken from the page layer (pages.c); each has an out-of-line
+ * superblocks of sb_units units (64 KiB; 16 KiB in segments under 4 MiB and
+ * 4 KiB under 1 MiB, where a class bigger than half a superblock is served
+ * as a run) taken from the page layer (pages.c); each has an out-of-line
  * descriptor holding one bit per block. A set bit means "held by a client or
- * cached in exactly one magazine"; there is no block header, and nothing is
- * ever stored inside a free block, so a use-after-free write cannot corrupt
- * the allocator. Larger blocks, and alignments above 4 KiB, are runs of the
- * page layer.
+ * cached in exactly one magazine"; there is no block header and no link in
+ * a free block, so a use-after-free write cannot corrupt the allocator.
+ * Larger blocks, and alignments above 4 KiB, are runs of the page layer.
+ * Small alignments come from the classes: a size rounded up to a multiple
+ * of the alignment falls in a class whose size is a multiple of it too.
  *
  * Each allocating thread owns a magazine record in the segment (through an
  * attachment slot, slot.c): per class an array of cached block offsets. A
  * small allocation pops its magazine and a free pushes it, with no atomic
  * instruction and no lock; only when a magazine is empty (refill) or full
  * (flush) does the thread take its class's robust lock, and then it moves
- * half a magazine at once. A thread without a slot (slots exhausted, or a
- * segment too small for caches) allocates and frees under the class lock.
+ * half a magazine at once. Refills prefer the superblock their magazine
+ * drew from last, so different threads and processes touch different cache
+ * lines. A thread without a slot (slots exhausted, or a segment under 1 MiB)
+ * allocates and frees under the class lock.
+ *
+ * Invalid frees. A free checks that the pointer is a block start of a live
+ * superblock (or a large run) with its bit set: foreign and interior
+ * pointers and frees of free pooled blocks are -EINVAL. A block freed into
+ * a magazine gets a cookie (offset ^ a per-segment key) in its first word;
+ * a free that finds the cookie searches the magazine, so freeing twice
+ * while the first free is still cached in the same thread is -EINVAL too.
+ * The cookie is only a hint (never trusted). Not detected: a second free
+ * while the first sits in another thread's magazine.
  *
  * Crash safety. Each class lock guards its descriptors and an intent record.
  * Refill writes the offsets into the magazine, counting progress in the
  * intent, and only then sets their bits; flush records the range it returns
  * before clearing bits. The next owner after a death (EOWNERDEAD) replays
  * the intent idempotently (set-if-clear, clear-if-set, then the magazine
- * count), recounts every descriptor of the class from its bitmap and
- * relinks the class list. A magazine push or pop outside the lock leaks at
- * most one block if the thread dies in the middle. A dead thread's magazines
- * come back when its slot is reclaimed (slot.c).
+ * count), lets the page layer replay its own intent, recounts every
+ * descriptor of the class from its bitmap and relinks the class list. A
+ * magazine push or pop outside the lock leaks at most one block if the
+ * thread dies in the middle. A dead thread's magazines come back when its
+ * slot is reclaimed (slot.c), which takes every class lock first so that
+ * no intent naming the record outlives it.
  *
  * mseg_alloc_into() is crash-atomic: on the magazine path the slot records
  * {dest, block} before the block leaves the magazine and clears it after the
  * store to dest; the reclaimer of a dead slot keeps the block when *dest
  * holds it and returns it otherwise. On the locked paths the class or page
- * intent carries dest and the repair completes the store.
+ * intent carries dest and the repair completes the store. Until the repair
+ * (the next taker of that lock, or the slot's reclaim) a crashed call may
+ * show the block allocated and not yet linked; afterwards both or neither.
  *
  * Every offset read from the segment is range-checked before use; corrupt
  * metadata gives MSEG_E_CORRUPT (NULL + EUCLEAN), never a wild access, and
  * every walk is bounded by a count derived from the trusted geometry.
- * Not detected: a block freed twice while its first free still sits in
- * another thread's magazine (the same thread's magazine is searched).
  *
  * Lock order: slot lock, class locks in class order, page lock.
  */
