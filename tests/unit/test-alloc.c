@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -285,6 +286,90 @@ static void test_read_only_handle(void) {
         munmap(buf, size);
 }
 
+/* Offline resizing moves the allocator's tables: blocks stay where they
+ * are and keep their contents; the new room is usable; shrink_to_fit keeps
+ * everything that is allocated. */
+static void test_offline_resize(void) {
+        const char *tmp = getenv("TMPDIR");
+        char path[4096];
+        struct mseg_options o = { .size = 2 << 20 };
+        mseg_handle hs[300];
+        mseg *seg;
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s/test-alloc-%d.seg", tmp && *tmp ? tmp : "/tmp", getpid());
+        unlink(path);
+        ASSERT_OK(mseg_file_open(&seg, path, MSEG_CREATE_ONLY, &o));
+        for (int i = 0; i < 300; i++) {
+                size_t n = i % 30 == 0 ? 20000 : 24 + (size_t) i * 3;
+                char *p = mseg_alloc(seg, n);
+                ASSERT_NOT_NULL(p);
+                snprintf(p, 24, "block %d", i);
+                hs[i] = mseg_handle_of(seg, p);
+        }
+        for (int i = 0; i < 300; i += 2)
+                ASSERT_OK(mseg_free(seg, mseg_ptr(seg, hs[i])));
+        mseg_close(seg);
+        for (int round = 0; round < 3; round++) {
+                ASSERT_OK(mseg_file_grow(path, (uint64_t) (round + 1) << 20));
+                ASSERT_OK(mseg_file_open(&seg, path, MSEG_OPEN_ONLY, NULL));
+                ASSERT_OK(mseg_check(seg));
+                for (int i = 1; i < 300; i += 2) {
+                        char want[24];
+                        snprintf(want, sizeof(want), "block %d", i);
+                        ASSERT(strcmp(mseg_ptr(seg, hs[i]), want) == 0);
+                }
+                void *big = mseg_alloc(seg, (size_t) (round + 1) << 19);        /* needs the new room */
+                ASSERT_NOT_NULL(big);
+                ASSERT_OK(mseg_free(seg, big));
+                mseg_close(seg);
+                ASSERT_OK(mseg_file_shrink_to_fit(path));
+                ASSERT_EQ(stat(path, &st), 0);
+                ASSERT_OK(mseg_file_open(&seg, path, MSEG_OPEN_ONLY, NULL));
+                ASSERT_EQ((uint64_t) st.st_size, mseg_size(seg));
+                ASSERT_OK(mseg_check(seg));
+                for (int i = 1; i < 300; i += 2) {
+                        char want[24];
+                        snprintf(want, sizeof(want), "block %d", i);
+                        ASSERT(strcmp(mseg_ptr(seg, hs[i]), want) == 0);
+                }
+                mseg_close(seg);
+        }
+        ASSERT(st.st_size < (2 << 20));
+        ASSERT_OK(mseg_file_open(&seg, path, MSEG_OPEN_ONLY, NULL));
+        for (int i = 1; i < 300; i += 2)
+                ASSERT_OK(mseg_free(seg, mseg_ptr(seg, hs[i])));
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        ASSERT_OK(mseg_check(seg));
+        mseg_close(seg);
+        unlink(path);
+
+        /* a heap segment grows with live blocks and cached ones */
+        ASSERT_OK(mseg_heap_create(&seg, 256 << 10));
+        for (int i = 0; i < 100; i++) {
+                char *p = mseg_alloc(seg, 100);
+                ASSERT_NOT_NULL(p);
+                snprintf(p, 24, "heap %d", i);
+                hs[i] = mseg_handle_of(seg, p);
+        }
+        for (int g = 0; g < 5; g++) {
+                ASSERT_OK(mseg_heap_grow(seg, (uint64_t) 1 << (20 + g)));
+                ASSERT_OK(mseg_check(seg));
+                for (int i = 0; i < 100; i++) {
+                        char want[24];
+                        snprintf(want, sizeof(want), "heap %d", i);
+                        ASSERT(strcmp(mseg_ptr(seg, hs[i]), want) == 0);
+                }
+                void *big = mseg_alloc(seg, (size_t) 1 << (19 + g));
+                ASSERT_NOT_NULL(big);
+                ASSERT_OK(mseg_free(seg, big));
+        }
+        for (int i = 0; i < 100; i++)
+                ASSERT_OK(mseg_free(seg, mseg_ptr(seg, hs[i])));
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        mseg_close(seg);
+}
+
 /* With ASan and -Dexpensive_checks=true, a freed block of a heap segment
  * is poisoned: reading it is reported (the child dies). */
 static void test_poison(void) {
@@ -329,6 +414,7 @@ int main(void) {
         test_zero_free();
         test_frontier();
         test_read_only_handle();
+        test_offline_resize();
         test_poison();
         return 0;
 }
