@@ -60,6 +60,7 @@ struct client {
         uint64_t next_id;
         bool hello_pending;     /* hello sent, its reply not read yet */
         bool broken;            /* a transport error: reconnect before reuse */
+        bool send_failed;       /* the last request could not even be sent */
         uint64_t hello_id;
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 };
@@ -77,6 +78,25 @@ struct conn {
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;
+
+/* getpid() is a system call (glibc stopped caching it): keep it, and renew
+ * it in the child of every fork. */
+static pid_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_renew(void) {
+        cached_pid = getpid();
+}
+
+static void pid_init(void) {
+        pid_renew();
+        pthread_atfork(NULL, NULL, pid_renew);
+}
+
+static pid_t my_pid(void) {
+        pthread_once(&pid_once, pid_init);
+        return cached_pid;
+}
 
 struct mseg__broker_local {
         struct conn *conn;
@@ -258,6 +278,7 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
         int r, sent;
 
         sent = client_send(c, req, 0);
+        c->send_failed = sent < 0 && !c->hello_pending;
         if (sent < 0)
                 c->broken = true;
         /* Even if sending failed (msegd refused the connection and closed
@@ -289,7 +310,7 @@ static int client_call(struct client *c, struct mseg_proto_request *req, struct 
  * it), and an open costs one round trip. After fork() the child makes its
  * own: pid tells them apart. */
 static struct conn *conn_get(const char *path) {
-        pid_t pid = getpid();
+        pid_t pid = my_pid();
         struct conn *cn;
 
         pthread_mutex_lock(&conns_lock);
@@ -320,33 +341,35 @@ static void flush_deferred(struct conn *cn) {
         cn->ndeferred = 0;
 }
 
-/* Has msegd closed (or written to) this idle connection? Then it cannot
- * carry a request: msegd restarted, or timed it out. */
-static bool idle_conn_dead(int fd) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-        return poll(&pfd, 1, 0) != 0;
-}
-
-/* A request on the shared connection @cn, (re)connecting first if needed. */
+/* A request on the shared connection @cn, (re)connecting first if needed.
+ * A connection that fails at once, before msegd could have seen the
+ * request (EPIPE: msegd restarted, or closed it), is replaced and the
+ * request sent again, once; a failure after that point is reported, since
+ * the request may have been carried out. */
 static int conn_call(struct conn *cn, struct mseg_proto_request *req, struct mseg_proto_reply *rep, int *ret_fd,
                      uint64_t *ret_epoch) {
+        bool fresh;
         int r;
 
         pthread_mutex_lock(&cn->lock);
-        if (cn->c.fd >= 0 && (cn->c.broken || (!cn->c.hello_pending && idle_conn_dead(cn->c.fd))))
+        if (cn->c.fd >= 0 && cn->c.broken)
                 client_close(&cn->c);
-        if (cn->c.fd < 0) {
-                cn->ndeferred = 0;      /* that connection's attachments are gone with it */
-                r = client_connect(&cn->c);
-                if (r < 0)
-                        goto out;
-                cn->epoch++;
+        for (int attempt = 0;; attempt++) {
+                fresh = cn->c.fd < 0;
+                if (fresh) {
+                        cn->ndeferred = 0;      /* that connection's attachments are gone with it */
+                        r = client_connect(&cn->c);
+                        if (r < 0)
+                                goto out;
+                        cn->epoch++;
+                }
+                flush_deferred(cn);
+                r = client_call(&cn->c, req, rep, ret_fd);
+                if (cn->c.broken)
+                        client_close(&cn->c);
+                if (!(cn->c.send_failed && !fresh && attempt == 0))
+                        break;
         }
-        flush_deferred(cn);
-        r = client_call(&cn->c, req, rep, ret_fd);
-        if (cn->c.broken)
-                client_close(&cn->c);
         if (ret_epoch)
                 *ret_epoch = cn->epoch;
 out:
@@ -488,7 +511,7 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
                 goto fail;
         bl->attachment = rep.attachment;
         bl->detach_now = rep.info.remove_on_last_close;
-        bl->pid = getpid();
+        bl->pid = my_pid();
         if (fd < 0) {
                 r = mseg__error(MSEG_E_PROTO, "msegd at %s sent no descriptor with the segment", path);
                 goto fail;
@@ -589,7 +612,7 @@ void mseg__broker_detach(struct mseg *seg) {
         seg->broker = NULL;
         /* A handle inherited through fork() belongs to the parent's
          * connection: the parent still holds its attachment. */
-        if (bl->pid == getpid() && bl->conn->pid == bl->pid)
+        if (bl->pid == my_pid() && bl->conn->pid == bl->pid)
                 detach(bl);
         free(bl);
 }
@@ -622,7 +645,7 @@ MSEG_API int mseg_grow(mseg *seg, uint64_t new_size) {
         req.has_segment_id = true;
         memcpy(req.segment_id, bl->id, sizeof(req.segment_id));
 
-        if (bl->pid == getpid()) {
+        if (bl->pid == my_pid()) {
                 r = conn_call(bl->conn, &req, &rep, NULL, NULL);
         } else {
                 o.socket_path = bl->conn->c.path;

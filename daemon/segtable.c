@@ -465,12 +465,16 @@ void segment_detach(struct segtable *t, struct segment *s, bool disconnect) {
                 segment_unref(t, s);
                 return;
         }
-        reclaim_start(t, s);
-        /* A client's socket closes while it is still exiting, and a zombie
-         * still has its /proc entry: its slots look alive for a moment, so
-         * a disconnect is followed by a few more tries. */
-        if (disconnect)
+        /* A detach message comes from a live process that gave its slots
+         * back itself when it closed the handle: only a connection that
+         * closed (an exit, maybe a crash) calls for a reclaim. A client's
+         * socket closes while it is still exiting, and a zombie still has
+         * its /proc entry: its slots look alive for a moment, so a
+         * disconnect is followed by a few more tries. */
+        if (disconnect) {
+                reclaim_start(t, s);
                 s->reclaim_until_ms = now_ms() + 5000;
+        }
         if (s->persistent)
                 s->dirty = true;
         if (s->attached == 0 && s->remove_on_last_close && s->name)
