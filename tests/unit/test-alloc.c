@@ -265,6 +265,40 @@ static void test_frontier(void) {
         munmap(buf, size);
 }
 
+/* A 64 GiB reserve with 1 MiB usable costs pages only where used: format
+ * and allocation touch no metadata proportional to the reserve. */
+static void test_sparse_reserve(void) {
+        uint64_t size = (uint64_t) 64 << 30;
+        int fd = memfd_create("test-alloc", MFD_CLOEXEC);
+        struct stat st;
+        mseg *seg;
+        void *buf, *v[100];
+
+        ASSERT(fd >= 0);
+        ASSERT_EQ(ftruncate(fd, (off_t) size), 0);
+        buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+        ASSERT(buf != MAP_FAILED);
+        ASSERT_OK(mseg__format(buf, size, 1 << 20, MSEG_HDR_BROKERED));
+        ASSERT_OK(mseg__handle_new(&seg, buf, size, MSEG__KIND_SHM, false, false));
+        for (int i = 0; i < 100; i++)
+                ASSERT_NOT_NULL(v[i] = mseg_alloc(seg, i % 10 ? 100 : 5000));
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_OK(mseg__alloc_set_usable(seg, (uint64_t) 1 << 30));
+        void *big = mseg_alloc(seg, 100 << 20);
+        ASSERT_NOT_NULL(big);
+        ASSERT_OK(mseg_free(seg, big));
+        for (int i = 0; i < 100; i++)
+                ASSERT_OK(mseg_free(seg, v[i]));
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(fstat(fd, &st), 0);
+        if ((uint64_t) st.st_blocks * 512 > (8 << 20))
+                FAIL("a 64 GiB reserve costs %llu KiB", (unsigned long long) st.st_blocks / 2);
+        printf("64 GiB reserve: %llu KiB in use\n", (unsigned long long) st.st_blocks / 2);
+        mseg_close(seg);
+        munmap(buf, size);
+        close(fd);
+}
+
 static void test_read_only_handle(void) {
         size_t size = 2 << 20;
         void *buf = page_buf(size);
@@ -413,6 +447,7 @@ int main(void) {
         test_alloc_into();
         test_zero_free();
         test_frontier();
+        test_sparse_reserve();
         test_read_only_handle();
         test_offline_resize();
         test_poison();
