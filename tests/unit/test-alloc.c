@@ -292,8 +292,10 @@ static void test_sparse_reserve(void) {
                 ASSERT_OK(mseg_free(seg, v[i]));
         ASSERT_OK(mseg_check(seg));
         ASSERT_EQ(fstat(fd, &st), 0);
+#ifndef MSEG_EXPENSIVE_CHECKS   /* which fills freed blocks, touching them */
         if ((uint64_t) st.st_blocks * 512 > (8 << 20))
                 FAIL("a 64 GiB reserve costs %llu KiB", (unsigned long long) st.st_blocks / 2);
+#endif
         printf("64 GiB reserve: %llu KiB in use\n", (unsigned long long) st.st_blocks / 2);
         mseg_close(seg);
         munmap(buf, size);
