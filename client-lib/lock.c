@@ -19,6 +19,7 @@
  * not then mark it owner-died): every lock is taken and released within one
  * library call.
  */
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,6 +40,31 @@ static int64_t lock_timeout_ms(void) {
                 atomic_store_explicit(&cached, v, memory_order_relaxed);
         }
         return v;
+}
+
+/* The kind word glibc stores in a mutex made with our attributes. A client
+ * that scribbles it (to a priority-protect kind, say) would make glibc
+ * assert and abort the process inside pthread_mutex_lock, so every lock
+ * first checks it and reports MSEG_E_CORRUPT instead. */
+static int expected_kind(void) {
+        static _Atomic int cached = -1;
+        int k = atomic_load_explicit(&cached, memory_order_relaxed);
+
+        if (k < 0) {
+                mseg_lock probe;
+                if (mseg__lock_init(&probe) < 0)
+                        return -1;
+                k = probe.m.__data.__kind;
+                pthread_mutex_destroy(&probe.m);
+                atomic_store_explicit(&cached, k, memory_order_relaxed);
+        }
+        return k;
+}
+
+static bool kind_ok(mseg_lock *l) {
+        int k = __atomic_load_n(&l->m.__data.__kind, __ATOMIC_RELAXED);
+
+        return k == expected_kind();
 }
 
 int mseg__lock_init(mseg_lock *l) {
@@ -80,11 +106,18 @@ static int lock_result(mseg_lock *l, int r) {
         }
 }
 
+static int kind_corrupt(mseg_lock *l) {
+        return mseg__error(MSEG_E_CORRUPT, "segment lock is damaged (mutex kind %d, expected %d)",
+                           l->m.__data.__kind, expected_kind());
+}
+
 int mseg__lock(mseg_lock *l) {
         struct timespec ts;
         int64_t ms = lock_timeout_ms();
         int r;
 
+        if (!kind_ok(l))
+                return kind_corrupt(l);
         r = pthread_mutex_trylock(&l->m);
         if (r != EBUSY)
                 return lock_result(l, r);
@@ -100,7 +133,21 @@ int mseg__lock(mseg_lock *l) {
 }
 
 int mseg__trylock(mseg_lock *l) {
+        if (!kind_ok(l))
+                return kind_corrupt(l);
         return lock_result(l, pthread_mutex_trylock(&l->m));
+}
+
+void mseg__lock_reset_dead(mseg_lock *l) {
+        uint32_t repairs = atomic_load_explicit(&l->repairs, memory_order_relaxed);
+
+        mseg__lock_init(l);
+        atomic_store_explicit(&l->repairs, repairs, memory_order_relaxed);
+#ifdef __GLIBC__
+        /* The word the kernel leaves when a robust owner dies (linux-facts.md
+         * 5.1 F): glibc's next lock or trylock takes it with EOWNERDEAD. */
+        __atomic_store_n(&l->m.__data.__lock, FUTEX_OWNER_DIED, __ATOMIC_RELEASE);
+#endif
 }
 
 int mseg__lock_consistent(mseg_lock *l) {

@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-#define IMG (256u * 1024)
+#define IMG (512u * 1024)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,6 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t count;
 
         if (!buf) {
+                /* Scribbled lock words look held: give up on them quickly. */
+                setenv("MSEG_LOCK_TIMEOUT_MS", "20", 1);
                 buf = mmap(NULL, IMG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 pristine = mmap(NULL, IMG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (buf == MAP_FAILED || pristine == MAP_FAILED)
@@ -37,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         snprintf(name, sizeof(name), "obj%d", i);
                         if (!mseg_construct(seg, name, MSEG_TYPE(uint64_t), (size_t) i + 1, NULL, NULL))
                                 abort();
-                        if (!mseg_alloc(seg, (size_t) (16 + i * 300)))
+                        if (!mseg_alloc(seg, (size_t) (16 + i * 97)))
                                 abort();
                 }
                 mseg_close(seg);
