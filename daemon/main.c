@@ -340,11 +340,29 @@ static void defaults(void) {
         cfg.lim.max_attach_per_client = 16384;
 }
 
+/* A relative path, made absolute: without --foreground msegd changes to
+ * "/" when it detaches. */
+static int absolute(char **path) {
+        char cwd[PATH_MAX], *abs;
+
+        if (!*path || (*path)[0] == '/')
+                return 0;
+        if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, *path) < 0) {
+                fprintf(stderr, "msegd: cannot make %s absolute: %s\n", *path, strerror(errno));
+                return -errno;
+        }
+        free(*path);
+        *path = abs;
+        return 0;
+}
+
 static int check_config(void) {
         if (!cfg.socket_path)
                 cfg.socket_path = strdup(DEFAULT_SOCKET);
         if (!cfg.state_dir_given)
                 cfg.state_dir = strdup(DEFAULT_STATE_DIR);
+        if (absolute(&cfg.socket_path) < 0 || absolute(&cfg.state_dir) < 0)
+                return -EINVAL;
         if (cfg.lim.max_bytes_per_uid == UINT64_MAX)
                 cfg.lim.max_bytes_per_uid = cfg.lim.max_bytes;
         if (cfg.lim.max_clients_per_uid == UINT64_MAX)
