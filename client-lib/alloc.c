@@ -122,7 +122,7 @@ int mseg__alloc_geometry(uint64_t size, uint64_t alloc_off, uint32_t sb_units, u
         uint64_t avail, u, per, entries = 0;
 
         if ((sb_units != 1 && sb_units != 4 && sb_units != 16) ||
-            (mag_max != 0 && mag_max != 16 && mag_max != 32))
+            (mag_max != 0 && mag_max != 16 && mag_max != 32 && mag_max != 64))
                 return -EINVAL;
         if (size > MSEG_MAX_SIZE || alloc_off % A_UNIT || alloc_off >= size)
                 return -EINVAL;
@@ -158,7 +158,12 @@ static void format_params(uint64_t size, uint32_t *sb_units, uint32_t *mag_max) 
         /* Superblocks of 64 KiB, smaller in small segments so that each
          * class in use costs little (a 64 KiB segment has 40 KiB of data). */
         *sb_units = size >= (UINT64_C(4) << 20) ? 16 : size >= (UINT64_C(1) << 20) ? 4 : 1;
-        if (size >= (UINT64_C(16) << 20))
+        /* Magazines: a class lock is taken about once per cap^2 / 2
+         * operations of a class; bigger segments afford bigger ones (at
+         * most 64 entries or 16 KiB per class, allocator-design.md 4). */
+        if (size >= (UINT64_C(64) << 20))
+                *mag_max = 64;
+        else if (size >= (UINT64_C(16) << 20))
                 *mag_max = 32;
         else if (size >= (UINT64_C(1) << 20))
                 *mag_max = 16;
@@ -531,7 +536,7 @@ static void pool_repair(struct mseg__alloc_local *L, uint32_t c) {
         uint32_t cap = L->cap[c];
         struct a_heap *h;
 
-        switch (it.op) {
+        switch ((uint32_t) it.op) {
         case A_OP_REFILL:
         case A_OP_FLUSH:
                 h = mseg__heap_at(L, it.x);
