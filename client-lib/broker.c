@@ -58,6 +58,7 @@
 struct client {
         int fd;
         uint64_t next_id;
+        bool hello_unsent;      /* connected; hello goes out with the first request */
         bool hello_pending;     /* hello sent, its reply not read yet */
         bool broken;            /* a transport error: reconnect before reuse */
         bool send_failed;       /* the last request could not even be sent */
@@ -149,6 +150,42 @@ static int client_send(struct client *c, struct mseg_proto_request *req, int fla
         return mseg_proto_send(c->fd, buf, (size_t) n, -1, flags);
 }
 
+#define BATCH_MAX 8
+
+/* Send @n requests as consecutive packets with one sendmmsg(), so msegd
+ * wakes once and finds them all: the pipelined hello, the detaches that
+ * waited, then the request. Ids are assigned here. Returns how many went
+ * out (all, normally) or -errno if none did. */
+static int client_send_batch(struct client *c, struct mseg_proto_request *const *reqs, size_t n, int flags) {
+        char small[BATCH_MAX][1024], big[2048];
+        struct mmsghdr mm[BATCH_MAX];
+        struct iovec iov[BATCH_MAX];
+        int r;
+
+        if (n == 0)
+                return 0;
+        if (n > BATCH_MAX)
+                return -EINVAL;
+        memset(mm, 0, sizeof(mm));
+        for (size_t i = 0; i < n; i++) {
+                bool last = i == n - 1;
+                char *b = last ? big : small[i];
+                ssize_t len;
+
+                reqs[i]->id = c->next_id++;
+                len = mseg_proto_encode_request(reqs[i], b, last ? sizeof(big) : sizeof(small[i]));
+                if (len < 0)
+                        return mseg__error((int) len, "cannot encode a %s request", mseg_proto_op_name(reqs[i]->op));
+                iov[i] = (struct iovec) { .iov_base = b, .iov_len = (size_t) len };
+                mm[i].msg_hdr.msg_iov = &iov[i];
+                mm[i].msg_hdr.msg_iovlen = 1;
+        }
+        do
+                r = sendmmsg(c->fd, mm, (unsigned) n, MSG_NOSIGNAL | flags);
+        while (r < 0 && errno == EINTR);
+        return r < 0 ? -errno : r;
+}
+
 /* Receive and decode the reply to request @id of @op. */
 static int client_recv(struct client *c, uint64_t id, enum mseg_proto_op op, struct mseg_proto_reply *rep,
                        int *ret_fd) {
@@ -227,16 +264,16 @@ out:
         return r;
 }
 
-/* Connect to @c->path and send hello; its reply is read with the first
- * request's (msegd answers in order), which saves a round trip. */
+/* Connect to @c->path. Hello goes out in the same sendmmsg() as the first
+ * request, and its reply is read just before that request's (msegd answers
+ * in order): the handshake costs no round trip of its own. */
 static int client_connect(struct client *c) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct mseg_proto_request hello = { .op = MSEG_PROTO_OP_HELLO, .version = MSEG_PROTO_VERSION,
-                                            .features = MSEG_PROTO_F_ALL };
         int r;
 
         c->fd = -1;
         c->next_id = 1;
+        c->hello_unsent = false;
         c->hello_pending = false;
         c->broken = false;
         memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
@@ -256,28 +293,60 @@ static int client_connect(struct client *c) {
                         return mseg__error(-EACCES, "no permission to connect to msegd at %s", c->path);
                 return mseg__error(-e, "cannot connect to msegd at %s: %s", c->path, strerror(e));
         }
-        snprintf(hello.client, sizeof(hello.client), "libmseg %s", mseg_version());
-        r = client_send(c, &hello, 0);
-        if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-                client_close(c);
-                return mseg__error(r, "cannot send hello to msegd at %s: %s", c->path, strerror(-r));
-        }
-        /* EPIPE: msegd refused the connection at once (max-clients); its
-         * reason waits in our queue and is read as the hello's reply. */
-        if (r < 0)
-                c->broken = true;
-        c->hello_pending = true;
-        c->hello_id = hello.id;
+        c->hello_unsent = true;
         return 0;
 }
 
-/* Send @req and read its reply (after the pipelined hello's, if pending). */
-static int client_call(struct client *c, struct mseg_proto_request *req, struct mseg_proto_reply *rep,
-                       int *ret_fd) {
+/* Send @req, after the hello if this connection has not said it yet and
+ * after the @ndetach deferred detaches, and read its reply (after the
+ * hello's). */
+static int client_call(struct client *c, const uint64_t *detaches, size_t ndetach, struct mseg_proto_request *req,
+                       struct mseg_proto_reply *rep, int *ret_fd) {
+        struct mseg_proto_request hello = { .op = MSEG_PROTO_OP_HELLO, .version = MSEG_PROTO_VERSION,
+                                            .features = MSEG_PROTO_F_ALL };
+        struct mseg_proto_request dreq[BATCH_MAX], *batch[BATCH_MAX];
         struct mseg_proto_reply hrep = { 0 };
-        int r, sent;
+        size_t n = 0;
+        int r, sent = 0;
 
-        sent = client_send(c, req, 0);
+        if (c->hello_unsent) {
+                snprintf(hello.client, sizeof(hello.client), "libmseg %s", mseg_version());
+                batch[n++] = &hello;
+        }
+        while (ndetach > 0 && sent >= 0) {
+                /* What does not fit one batch goes ahead in its own. */
+                size_t k = 0, room = BATCH_MAX - n - 1;
+                for (; k < ndetach && k < room; k++) {
+                        dreq[k] = (struct mseg_proto_request) { .op = MSEG_PROTO_OP_DETACH, .attachment = detaches[k] };
+                        batch[n + k] = &dreq[k];
+                }
+                detaches += k;
+                ndetach -= k;
+                if (ndetach == 0) {
+                        n += k;
+                        break;
+                }
+                sent = client_send_batch(c, batch, n + k, 0);
+                if (sent >= 0 && n && batch[0] == &hello) {
+                        c->hello_unsent = false;
+                        c->hello_pending = true;
+                        c->hello_id = hello.id;
+                }
+                n = 0;
+        }
+        batch[n++] = req;
+        if (sent >= 0) {
+                sent = client_send_batch(c, batch, n, 0);
+                if (sent >= 0 && (size_t) sent < n)
+                        sent = -EPIPE;  /* the request itself did not go */
+        }
+        if (c->hello_unsent) {
+                /* Sent or not (EPIPE: msegd refused us at once and its
+                 * reason waits in our queue), read what answers it. */
+                c->hello_unsent = false;
+                c->hello_pending = true;
+                c->hello_id = hello.id;
+        }
         c->send_failed = sent < 0 && !c->hello_pending;
         if (sent < 0)
                 c->broken = true;
@@ -332,11 +401,21 @@ static struct conn *conn_get(const char *path) {
         return cn;
 }
 
-/* Send the detaches that waited for this request (cn->lock held). */
+/* Send the detaches that waited (cn->lock held), now, without a request. */
 static void flush_deferred(struct conn *cn) {
-        for (size_t i = 0; i < cn->ndeferred && cn->c.fd >= 0; i++) {
-                struct mseg_proto_request req = { .op = MSEG_PROTO_OP_DETACH, .attachment = cn->deferred[i] };
-                (void) client_send(&cn->c, &req, MSG_DONTWAIT);
+        struct mseg_proto_request dreq[BATCH_MAX], *batch[BATCH_MAX];
+        size_t i = 0;
+
+        while (i < cn->ndeferred && cn->c.fd >= 0 && !cn->c.hello_unsent) {
+                size_t k = 0;
+                for (; k < BATCH_MAX && i + k < cn->ndeferred; k++) {
+                        dreq[k] = (struct mseg_proto_request) { .op = MSEG_PROTO_OP_DETACH,
+                                                                .attachment = cn->deferred[i + k] };
+                        batch[k] = &dreq[k];
+                }
+                if (client_send_batch(&cn->c, batch, k, MSG_DONTWAIT) < 0)
+                        break;
+                i += k;
         }
         cn->ndeferred = 0;
 }
@@ -363,8 +442,8 @@ static int conn_call(struct conn *cn, struct mseg_proto_request *req, struct mse
                                 goto out;
                         cn->epoch++;
                 }
-                flush_deferred(cn);
-                r = client_call(&cn->c, req, rep, ret_fd);
+                r = client_call(&cn->c, cn->deferred, cn->ndeferred, req, rep, ret_fd);
+                cn->ndeferred = 0;
                 if (cn->c.broken)
                         client_close(&cn->c);
                 if (!(cn->c.send_failed && !fresh && attempt == 0))
