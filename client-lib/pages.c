@@ -276,7 +276,7 @@ static bool intent_sane(struct mseg__alloc_local *L, const struct a_intent *it) 
 
         if ((uint64_t) it->a + it->b > n || (uint64_t) it->c + it->d > n || it->d == 0)
                 return false;
-        switch (it->op) {
+        switch ((uint32_t) it->op) {
         case A_OP_P_ALLOC:
                 return it->n > A_RUN_FREE && it->n < A_RUN_KINDS && it->c >= it->a &&
                        (it->n != A_RUN_SB || it->x < A_NCLASSES) && it->y <= n &&
