@@ -62,6 +62,8 @@ struct client {
         bool hello_pending;     /* hello sent, its reply not read yet */
         bool broken;            /* a transport error: reconnect before reuse */
         bool send_failed;       /* the last request could not even be sent */
+        uid_t euid;             /* who we were at connect(): what msegd sees */
+        gid_t egid;
         uint64_t hello_id;
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 };
@@ -280,6 +282,8 @@ static int client_connect(struct client *c) {
         c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
                 return mseg__error(-errno, "socket: %s", strerror(errno));
+        c->euid = geteuid();
+        c->egid = getegid();
         do
                 r = connect(c->fd, (struct sockaddr *) &sa, sizeof(sa));
         while (r < 0 && errno == EINTR);
@@ -431,7 +435,10 @@ static int conn_call(struct conn *cn, struct mseg_proto_request *req, struct mse
         int r;
 
         pthread_mutex_lock(&cn->lock);
-        if (cn->c.fd >= 0 && cn->c.broken)
+        /* msegd judges a connection by the credentials of its connect():
+         * a process that changed its effective uid or gid since then gets
+         * a new connection, so its requests are judged as it is now. */
+        if (cn->c.fd >= 0 && (cn->c.broken || cn->c.euid != geteuid() || cn->c.egid != getegid()))
                 client_close(&cn->c);
         for (int attempt = 0;; attempt++) {
                 fresh = cn->c.fd < 0;

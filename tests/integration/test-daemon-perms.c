@@ -9,7 +9,9 @@
  *     reopening /proc/self/fd/N for writing fails, because the memfd inode
  *     is msegd's with mode 0600;
  *   - group bits apply to the creator's gid; only the owner or root
- *     removes; root may do anything; another uid's segments are its own.
+ *     removes; root may do anything; another uid's segments are its own;
+ *   - a process that connected as root and then dropped to another uid is
+ *     judged as the new uid.
  */
 #include <grp.h>
 #include <sys/mman.h>
@@ -36,6 +38,10 @@ static void child_nobody(void) {
         char path[64];
         int fd, st;
 
+        /* Connected as root first: after dropping privileges, requests
+         * must be judged as the new uid (libmseg reconnects). */
+        mseg *as_root;
+        CHECK(mseg_open(&as_root, "priv", MSEG_OPEN_ONLY, NULL) == 0);
         drop_to(NOBODY, NOBODY);
         CHECK(mseg_open(&s, "priv", MSEG_OPEN_ONLY, NULL) == -EACCES);
         CHECK(strstr(mseg_last_error(), "uid 65534") != NULL);
