@@ -259,7 +259,11 @@ MSEG_API int mseg_free_many(mseg *seg, void **ptrs, size_t n);
 
 /** Crash-atomic allocate-and-link: allocates @p size bytes and stores the
  * block's handle at @p dest (a mseg_handle-sized, 8-aligned slot inside the
- * segment). After a crash at any point either both happened or neither did.
+ * segment). After a crash at any point either both happened or neither did:
+ * the block is never leaked unreachable. A call interrupted by a crash is
+ * settled by the next process that takes the lock it held, or when its
+ * attachment slot is reclaimed (msegd on disconnect, the next attach of a
+ * mapped file); until then the block may show as allocated but not linked.
  * @return 0, -ENOMEM, -EINVAL (dest outside the segment), MSEG_E_CORRUPT. */
 MSEG_API MSEG_MUST_CHECK int mseg_alloc_into(mseg *seg, size_t size, mseg_handle *dest);
 
