@@ -349,6 +349,11 @@ int mseg__pages_resize(struct mseg__alloc_local *L, uint32_t unit, uint32_t min,
 uint32_t mseg__pages_large_len(struct mseg__alloc_local *L, uint32_t unit);
 /* Take and release the page lock: replays an interrupted page operation. */
 int mseg__pages_settle(struct mseg__alloc_local *L);
+/* Take and keep the page lock (repairing as plock does), and give it back:
+ * msegd's copies of a segment (restore.c) run while the page layer holds
+ * still, so a copy's runs, wilderness and superblock descriptors agree. */
+int mseg__pages_hold(struct mseg__alloc_local *L);
+void mseg__pages_release(struct mseg__alloc_local *L);
 bool mseg__pages_is_run(struct mseg__alloc_local *L, uint32_t unit, int kind);
 /* Snapshot figures: free units (bins + wilderness to the frontier), LARGE runs. */
 void mseg__pages_stats(struct mseg__alloc_local *L, uint64_t *free_units, uint64_t *nlarge);

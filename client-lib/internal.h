@@ -149,6 +149,9 @@ int mseg__lock_consistent(mseg_lock *l);
 void mseg__unlock(mseg_lock *l);
 /* Non-blocking variant for msegd: 0, 1 (owner died), -EBUSY, ... */
 int mseg__trylock(mseg_lock *l);
+/* Only in memory nobody else maps (a copy restored from a file): make the
+ * lock free and "owner died", so its next taker repairs what it guards. */
+void mseg__lock_reset_dead(mseg_lock *l);
 
 /* ---- alloc.c: the allocator (owns [hdr->alloc_off, hdr->size)) ---- */
 
@@ -186,6 +189,22 @@ int mseg__slots_reclaim_dead(struct mseg *seg);
  * gone, judged as mseg__slots_reclaim_dead() does)? For mseg_stats(). */
 bool mseg__slot_owner_gone(struct mseg *seg, uint32_t i);
 
+/* ---- restore.c: a copy of a segment that nobody else maps ---- */
+
+/* A segment image restored from a copy (msegd's state files) was copied
+ * while its clients worked: locks may read as held by processes that never
+ * mapped this copy, derived structures may be mid-change, and every slot
+ * names a process attached to the original. Marks every lock owner-dead,
+ * reclaims every slot, and runs mseg_check() (which takes every lock, so
+ * every module repairs). Returns what mseg_check() returns. Only call it
+ * while no other process can map @seg. */
+int mseg__restore_offline(struct mseg *seg);
+/* While msegd copies a live segment: hold its page layer still (the page
+ * lock, with its bounded wait: call it off the event loop). 0 or a lock
+ * error; release with mseg__snapshot_release() after the copy. */
+int mseg__snapshot_hold(struct mseg *seg);
+void mseg__snapshot_release(struct mseg *seg);
+
 /* ---- registry.c ---- */
 
 int mseg__registry_format(mseg_header *h);
@@ -200,5 +219,8 @@ void mseg__broker_detach(struct mseg *seg);
 /* msegd's counters and limits (msegctl status); protocol/proto.h. */
 struct mseg_proto_status;
 int mseg__broker_status(const struct mseg_options *opts, struct mseg_proto_status *ret);
+/* A new token key in msegd (root or msegd's user): every token so far is
+ * void. *ret_generation: the new key's generation. */
+int mseg__broker_rotate_key(const struct mseg_options *opts, uint32_t *ret_generation);
 
 #endif /* MSEG_INTERNAL_H */

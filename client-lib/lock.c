@@ -111,6 +111,20 @@ static int kind_corrupt(mseg_lock *l) {
                            l->m.__data.__kind, expected_kind());
 }
 
+/* pthread_mutex_trylock() without its bug: on a robust mutex made
+ * unrecoverable, glibc's trylock (2.36) takes the futex word, sees the
+ * owner field say NOTRECOVERABLE and returns ENOTRECOVERABLE *with the word
+ * still holding the caller's TID*, so every later attempt, by anyone, finds
+ * it held (EBUSY, or ETIMEDOUT after the full wait) instead of
+ * ENOTRECOVERABLE. timedlock releases the word on that path; with a
+ * deadline in the past it is a trylock (ETIMEDOUT meaning EBUSY). */
+static int try_once(mseg_lock *l) {
+        static const struct timespec past = { 0, 0 };
+        int r = pthread_mutex_timedlock(&l->m, &past);
+
+        return r == ETIMEDOUT ? EBUSY : r;
+}
+
 int mseg__lock(mseg_lock *l) {
         struct timespec ts;
         int64_t ms = lock_timeout_ms();
@@ -118,7 +132,7 @@ int mseg__lock(mseg_lock *l) {
 
         if (!kind_ok(l))
                 return kind_corrupt(l);
-        r = pthread_mutex_trylock(&l->m);
+        r = try_once(l);
         if (r != EBUSY)
                 return lock_result(l, r);
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -135,7 +149,7 @@ int mseg__lock(mseg_lock *l) {
 int mseg__trylock(mseg_lock *l) {
         if (!kind_ok(l))
                 return kind_corrupt(l);
-        return lock_result(l, pthread_mutex_trylock(&l->m));
+        return lock_result(l, try_once(l));
 }
 
 void mseg__lock_reset_dead(mseg_lock *l) {

@@ -658,6 +658,14 @@ uint32_t mseg__pages_large_len(struct mseg__alloc_local *L, uint32_t unit) {
         return L->utab[unit].len;
 }
 
+int mseg__pages_hold(struct mseg__alloc_local *L) {
+        return plock(L);
+}
+
+void mseg__pages_release(struct mseg__alloc_local *L) {
+        punlock(L);
+}
+
 int mseg__pages_settle(struct mseg__alloc_local *L) {
         int r = plock(L);
 

@@ -132,8 +132,16 @@ static void save_run(uv_work_t *req) {
                 r = -errno ? -errno : -EIO, what = "write";
         if (r == 0 && ftruncate(out, (off_t) (META_SIZE + w->max_size)) < 0)
                 r = -errno, what = "ftruncate";
-        if (r == 0)
+        if (r == 0) {
+                /* The page layer holds still while we copy (restore.c);
+                 * what else changes meanwhile is repaired when the copy is
+                 * loaded. A segment whose page lock cannot be had is
+                 * copied as it is. */
+                int held = w->s->handle ? mseg__snapshot_hold(w->s->handle) : -EINVAL;
                 r = copy_extents(w->fd, 0, w->max_size, out, META_SIZE, buf, &what);
+                if (held >= 0)
+                        mseg__snapshot_release(w->s->handle);
+        }
         if (r == 0 && fsync(out) < 0)
                 r = -errno, what = "fsync";
         if (close(out) < 0 && r == 0)
@@ -335,6 +343,12 @@ static int load_one(struct segtable *t, int dfd, const char *file, char *why, si
                 snprintf(why, whylen, "segment id differs from the record's");
                 goto out;
         }
+        /* The copy was taken while clients worked: before anyone maps it,
+         * free its locks, reclaim its slots and let every module repair
+         * (client-lib/restore.c). What cannot be repaired is reported to
+         * clients as MSEG_E_CORRUPT; the copy is served all the same. */
+        if (mseg__restore_offline(s->handle) < 0)
+                log_warning("state file %s: restored copy is damaged: %s", file, mseg_last_error());
         /* The header's usable size is what clients see; it was validated. */
         s->size = mseg__usable(s->handle);
         r = segtable_adopt(t, s);
