@@ -610,8 +610,13 @@ static int sb_release(struct mseg__alloc_local *L, uint32_t c, uint32_t di) {
         if (r < 0)
                 return r;
         r = mseg__pages_free(L, di << L->sb_shift, A_RUN_SB, 0);
-        if (r < 0)
+        if (r < 0) {
+                /* The page layer cannot take it now (its lock is busy for
+                 * a thread that does not wait, timed out, or is poisoned):
+                 * the superblock stays the class's, listed, as it was. */
+                list_push_tail(L, c, di);
                 return r;
+        }
         A_SUB(pl->nsb, 1);
         return 0;
 }
@@ -752,9 +757,9 @@ static int put_block(struct mseg__alloc_local *L, uint32_t c, uint64_t off) {
         if (b.d->nfree == nb) {
                 /* Keep one empty superblock per class against thrashing;
                  * give the others back to the page layer. */
-                if (pl->nempty >= 1)
-                        return sb_release(L, c, b.di);
-                A_ADD(pl->nempty, 1);
+                if (pl->nempty >= 1 && sb_release(L, c, b.di) == 0)
+                        return 0;
+                A_ADD(pl->nempty, 1);   /* kept (or could not be given back now) */
         }
         return 0;
 }
@@ -938,6 +943,12 @@ void mseg__heap_init(struct mseg__alloc_local *L, struct a_heap *heap, uint32_t 
         heap->magic = A_HEAP_MAGIC;
 }
 
+/* A lock that could not be had now (msegd does not wait; a live holder):
+ * the work is left for a later try, not given up. */
+static bool lock_transient(int r) {
+        return r == -EBUSY || r == -ETIMEDOUT;
+}
+
 int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_slot *slot) {
         uint64_t dest = slot ? slot->reserved[A_SLOT_INTO_DEST] : 0;
         int r = 0;
@@ -952,8 +963,11 @@ int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_
                         uint32_t n = heap->count[b.cls];
                         uint64_t *e = heap_ent(heap) + L->start[b.cls];
                         bool cached = n > 0 && n <= L->cap[b.cls] && e[n - 1] == block;
-                        if (!cached && blk_bit(&b))
-                                (void) direct_free(L, b.cls, block);
+                        if (!cached && blk_bit(&b)) {
+                                int q = direct_free(L, b.cls, block);
+                                if (lock_transient(q))
+                                        return q;       /* keep the record: settled next time */
+                        }
                 }
                 atomic_store_explicit((_Atomic uint64_t *) &slot->reserved[A_SLOT_INTO_DEST], 0,
                                       memory_order_release);
@@ -965,8 +979,8 @@ int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_
          * must be replayed (by taking the lock) before the record goes. */
         for (uint32_t c = 0; c < A_NCLASSES; c++) {
                 int q = flush(L, heap, c, L->cap[c], slot != NULL);
-                if (q < 0 && r == 0)
-                        r = q;
+                if (q < 0 && (r == 0 || lock_transient(q)))
+                        r = q;          /* a lock not had now wins: the caller tries again */
         }
         return r;
 }

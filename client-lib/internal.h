@@ -149,6 +149,11 @@ int mseg__lock_consistent(mseg_lock *l);
 void mseg__unlock(mseg_lock *l);
 /* Non-blocking variant for msegd: 0, 1 (owner died), -EBUSY, ... */
 int mseg__trylock(mseg_lock *l);
+/* For the calling thread from now on: mseg__lock() of a busy lock fails at
+ * once with -EBUSY instead of waiting, unless the thread holds another
+ * segment lock already (msegd's workers: a client holding a lock must not
+ * hold up msegd's work on other segments). */
+void mseg__lock_nowait(bool on);
 /* Only in memory nobody else maps (a copy restored from a file): make the
  * lock free and "owner died", so its next taker repairs what it guards. */
 void mseg__lock_reset_dead(mseg_lock *l);

@@ -125,6 +125,17 @@ static int try_once(mseg_lock *l) {
         return r == ETIMEDOUT ? EBUSY : r;
 }
 
+/* Threads that must never wait on a segment (msegd's workers) say so. The
+ * promise covers the first lock such a thread takes: one taken inside a
+ * critical section waits (boundedly) like any other, since giving up there
+ * would leave the section half done. */
+static __thread bool no_wait;
+static __thread unsigned held;          /* segment locks this thread holds */
+
+void mseg__lock_nowait(bool on) {
+        no_wait = on;
+}
+
 int mseg__lock(mseg_lock *l) {
         struct timespec ts;
         int64_t ms = lock_timeout_ms();
@@ -133,8 +144,13 @@ int mseg__lock(mseg_lock *l) {
         if (!kind_ok(l))
                 return kind_corrupt(l);
         r = try_once(l);
-        if (r != EBUSY)
-                return lock_result(l, r);
+        if (r != EBUSY) {
+                r = lock_result(l, r);
+                held += r >= 0;
+                return r;
+        }
+        if (no_wait && held == 0)
+                return mseg__error(-EBUSY, "segment lock busy (this thread does not wait on segments)");
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += ms / 1000;
         ts.tv_nsec += (ms % 1000) * 1000000;
@@ -142,14 +158,19 @@ int mseg__lock(mseg_lock *l) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;
         }
-        r = pthread_mutex_timedlock(&l->m, &ts);
-        return lock_result(l, r);
+        r = lock_result(l, pthread_mutex_timedlock(&l->m, &ts));
+        held += r >= 0;
+        return r;
 }
 
 int mseg__trylock(mseg_lock *l) {
+        int r;
+
         if (!kind_ok(l))
                 return kind_corrupt(l);
-        return lock_result(l, try_once(l));
+        r = lock_result(l, try_once(l));
+        held += r >= 0;
+        return r;
 }
 
 void mseg__lock_reset_dead(mseg_lock *l) {
@@ -169,5 +190,7 @@ int mseg__lock_consistent(mseg_lock *l) {
 }
 
 void mseg__unlock(mseg_lock *l) {
+        if (held)
+                held--;
         pthread_mutex_unlock(&l->m);
 }

@@ -207,35 +207,49 @@ static int slot_claim(struct mseg__alloc_local *L, uint32_t *ret) {
         return r;
 }
 
-/* Give a slot's blocks and record back and free it. Slot lock held. */
-static void slot_reclaim_locked(struct mseg__alloc_local *L, uint32_t i) {
+/* Give a slot's blocks and record back and free it. Slot lock held.
+ * Returns 0, or -EBUSY / -ETIMEDOUT when a lock could not be had now: the
+ * slot then stays RECLAIMING, its record in place (freeing it before every
+ * class has taken its blocks back would let a later replay of a class's
+ * intent write into reused memory), and the next reclaim finishes. */
+static int slot_reclaim_locked(struct mseg__alloc_local *L, uint32_t i) {
         mseg_slot *s = mseg__slot_at(L, i);
         uint64_t st = atomic_load_explicit(&s->state, memory_order_acquire);
         uint64_t gen = MSEG_SLOT_GEN(st), heap_off;
+        int r;
 
         if (MSEG_SLOT_STATE(st) == MSEG_SLOT_FREE)
-                return;
+                return 0;
         atomic_store_explicit(&s->state, MSEG_SLOT_MAKE(MSEG_SLOT_RECLAIMING, gen), memory_order_release);
         heap_off = s->heap_off;
-        (void) mseg__heap_flush_all(L, mseg__heap_at(L, heap_off), s);
+        r = mseg__heap_flush_all(L, mseg__heap_at(L, heap_off), s);
+        if (r == -EBUSY || r == -ETIMEDOUT)
+                return r;
         MSEG_TEST_HOOK("slot.reclaim");
         if (heap_off) {
                 uint64_t rel = heap_off - L->data_off;
-                if (heap_off < L->data_off || heap_off >= L->data_end || (rel & (A_UNIT - 1)) ||
-                    mseg__pages_free(L, (uint32_t) (rel >> A_UNIT_SHIFT), A_RUN_META,
-                                     slot_field_off(L, &s->heap_off)) < 0)
+                if (heap_off < L->data_off || heap_off >= L->data_end || (rel & (A_UNIT - 1)))
                         s->heap_off = 0;        /* not a record: nothing to give back */
+                else {
+                        r = mseg__pages_free(L, (uint32_t) (rel >> A_UNIT_SHIFT), A_RUN_META,
+                                             slot_field_off(L, &s->heap_off));
+                        if (r == -EBUSY || r == -ETIMEDOUT)
+                                return r;
+                        if (r < 0)
+                                s->heap_off = 0;
+                }
         }
         s->pid = 0;
         s->tid = 0;
         s->start_time = 0;
         atomic_store_explicit(&s->state, MSEG_SLOT_MAKE(MSEG_SLOT_FREE, gen + 1), memory_order_release);
+        return 0;
 }
 
 static void slot_release(struct mseg__alloc_local *L, uint32_t i) {
         if (slot_lock(L) < 0)
                 return;                 /* left LIVE: reclaimed once we are gone */
-        slot_reclaim_locked(L, i);
+        (void) slot_reclaim_locked(L, i);       /* or left RECLAIMING: finished by the next reclaim */
         slot_unlock(L);
 }
 
@@ -401,7 +415,7 @@ bool mseg__slot_owner_gone(struct mseg *seg, uint32_t i) {
 
 int mseg__slots_reclaim_dead(struct mseg *seg) {
         struct mseg__alloc_local *L = seg ? seg->alloc : NULL;
-        int r, n = 0;
+        int r, n = 0, busy = 0;
 
         if (!L)
                 return mseg__error(-EINVAL, "no segment");
@@ -415,13 +429,17 @@ int mseg__slots_reclaim_dead(struct mseg *seg) {
                 mseg_slot *s = mseg__slot_at(L, i);
                 uint32_t st = MSEG_SLOT_STATE(atomic_load_explicit(&s->state, memory_order_acquire));
                 if (st == MSEG_SLOT_RECLAIMING || (st == MSEG_SLOT_LIVE && owner_dead(L, s))) {
-                        slot_reclaim_locked(L, i);
+                        int q = slot_reclaim_locked(L, i);
+                        if (q < 0) {
+                                busy = q;       /* left RECLAIMING: the caller tries again */
+                                continue;
+                        }
                         L->root->slot_reclaims++;
                         n++;
                 }
         }
         slot_unlock(L);
-        return n;
+        return busy ? mseg__error(busy, "a dead slot's reclaim waits for a busy lock") : n;
 }
 
 int mseg__alloc_reclaim_slot(struct mseg *seg, uint32_t slot) {
@@ -441,10 +459,8 @@ int mseg__alloc_reclaim_slot(struct mseg *seg, uint32_t slot) {
         if (s->pid == g_self.pid && s->start_time == g_self.start &&
             MSEG_SLOT_STATE(atomic_load_explicit(&s->state, memory_order_acquire)) == MSEG_SLOT_LIVE)
                 r = mseg__error(-EBUSY, "slot %u belongs to this process", slot);
-        else {
-                slot_reclaim_locked(L, slot);
+        else if ((r = slot_reclaim_locked(L, slot)) == 0)
                 L->root->slot_reclaims++;
-        }
         slot_unlock(L);
         return r;
 }

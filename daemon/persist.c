@@ -137,7 +137,14 @@ static void save_run(uv_work_t *req) {
                  * what else changes meanwhile is repaired when the copy is
                  * loaded. A segment whose page lock cannot be had is
                  * copied as it is. */
-                int held = w->s->handle ? mseg__snapshot_hold(w->s->handle) : -EINVAL;
+                int held = -EINVAL;
+                mseg__lock_nowait(true);        /* msegd never waits on a segment */
+                for (int tries = 0; w->s->handle && tries < 200; tries++) {
+                        held = mseg__snapshot_hold(w->s->handle);
+                        if (held != -EBUSY)
+                                break;
+                        usleep(1000);
+                }
                 r = copy_extents(w->fd, 0, w->max_size, out, META_SIZE, buf, &what);
                 if (held >= 0)
                         mseg__snapshot_release(w->s->handle);

@@ -368,10 +368,22 @@ struct seg_work {
 static void work_run(uv_work_t *req) {
         struct seg_work *w = req->data;
 
-        if (w->grow)
-                w->result = mseg__alloc_set_usable(w->s->handle, w->new_size);
-        else
+        /* Never wait on a segment's lock here: a client holding one
+         * would hold up this worker, and with it msegd's work on other
+         * segments. A busy lock fails at once: a reclaim is retried on the
+         * next tick; a growth tries again for a moment (holders of the page
+         * lock keep it for microseconds), then reports EBUSY. */
+        mseg__lock_nowait(true);
+        if (w->grow) {
+                for (int tries = 0; tries < 200; tries++) {
+                        w->result = mseg__alloc_set_usable(w->s->handle, w->new_size);
+                        if (w->result != -EBUSY)
+                                break;
+                        usleep(1000);
+                }
+        } else {
                 w->result = mseg__slots_reclaim_dead(w->s->handle);
+        }
         if (w->result < 0)      /* mseg_last_error() is this thread's */
                 snprintf(w->msg, sizeof(w->msg), "%s", mseg_last_error());
 }

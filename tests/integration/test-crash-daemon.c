@@ -242,7 +242,7 @@ static void reset_shared(void) {
 static struct sd_mgr mgr;
 
 static void test_fdstore(void) {
-        struct mseg_options o = { .size = 96 << 20, .max_size = 128 << 20 };
+        struct mseg_options o = { .size = 160 << 20, .max_size = 192 << 20 };
         static pid_t pids[NCLIENTS_MEM];
         struct mseg_stats st;
         mseg *seg;
