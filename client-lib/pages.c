@@ -709,6 +709,7 @@ int mseg__pages_grow(struct mseg__alloc_local *L, uint64_t new_usable) {
          * publishing the new size is all there is to do. */
         if (new_usable > cur)
                 atomic_store_explicit(&h->usable, new_usable, memory_order_release);
+        MSEG_TEST_HOOK("pages.grow");
         punlock(L);
         return 0;
 }

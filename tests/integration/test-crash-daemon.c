@@ -22,6 +22,11 @@
  *      repaired at load, such copies came back wedged (a lock held by a
  *      client of the lost memfd: 10 s timeouts) or torn (runs beyond the
  *      wilderness, superblocks without live descriptors).
+ *   3. msegd itself killed inside a segment's critical sections (test hooks
+ *      armed in msegd): holding the slot lock in the middle of reclaiming a
+ *      dead client, and the page lock in the middle of a growth. A client
+ *      repairs the page layer at its next large allocation; the next msegd
+ *      finishes the reclaim; mseg_check passes.
  *
  * Every client runs under alarm(); a hang fails the test.
  */
@@ -241,6 +246,113 @@ static void reset_shared(void) {
 
 static struct sd_mgr mgr;
 
+/* Restart msegd (the store passed back), armed to stop at @hook; returns
+ * the read end of its hook pipe. */
+static int restart_armed(const char *hook) {
+        int fds[2], st;
+
+        ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+        ASSERT_EQ(dup2(fds[1], 200), 200);      /* inherited: no close-on-exec */
+        close(fds[1]);
+        if (mgr.pid > 0) {
+                st = sd_kill(&mgr, SIGKILL);
+                ASSERT(WIFSIGNALED(st));
+        }
+        setenv("MSEG_TEST_HOOK", hook, 1);
+        setenv("MSEG_TEST_HOOK_FD", "200", 1);
+        sd_start(&mgr, true, NULL);
+        unsetenv("MSEG_TEST_HOOK");
+        unsetenv("MSEG_TEST_HOOK_FD");
+        close(200);
+        sd_wait_ready(&mgr);
+        return fds[0];
+}
+
+static void wait_hook(int fd, const char *what) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        char c;
+
+        if (poll(&pfd, 1, 20000) != 1 || read(fd, &c, 1) != 1)
+                FAIL("msegd never reached %s", what);
+        close(fd);
+}
+
+/* A client that claims a slot, caches blocks, and dies. */
+static void client_dies(const struct mseg_options *o) {
+        pid_t pid = fork();
+        int st;
+
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                mseg *s;
+                void *p[20];
+                alarm(30);
+                if (mseg_open(&s, "crashd-mem", MSEG_OPEN_ONLY, o) < 0)
+                        _exit(1);
+                for (int i = 0; i < 20; i++)
+                        p[i] = mseg_alloc(s, 48 + 16 * (size_t) i);
+                for (int i = 0; i < 20; i++)
+                        (void) mseg_free(s, p[i]);
+                kill(getpid(), SIGKILL);
+        }
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+}
+
+/* msegd killed inside its own critical sections: holding a segment's slot
+ * lock in the middle of reclaiming a dead client, and holding its page lock
+ * in the middle of a growth. The next locker (a client, or the next msegd)
+ * repairs; nothing is lost. */
+static void test_msegd_hooked(mseg *seg, const struct mseg_options *o) {
+        struct mseg_stats st;
+        uint64_t before;
+        void *p;
+        int fd, r;
+
+        ASSERT_OK(mseg_stats(seg, &st));
+        before = st.lock_repairs;
+        fd = restart_armed("slot.reclaim:1");
+        client_dies(o);                         /* msegd reclaims its slot ... */
+        wait_hook(fd, "slot.reclaim");          /* ... and stops inside */
+        ASSERT_OK(mseg_stats(seg, &st));
+        ASSERT_EQ(st.slots_dead, 1);            /* RECLAIMING, slot lock held */
+        sd_kill(&mgr, SIGKILL);
+        sd_start(&mgr, true, NULL);
+        sd_wait_ready(&mgr);
+        wait_no_dead_slots(seg, "after msegd died reclaiming it");
+
+        fd = restart_armed("pages.grow:1");
+        r = 0;
+        {
+                pid_t pid = fork();
+                ASSERT(pid >= 0);
+                if (pid == 0) {
+                        mseg *s;
+                        alarm(30);
+                        setenv("MSEG_TIMEOUT_MS", "3000", 1);
+                        if (mseg_open(&s, "crashd-mem", MSEG_OPEN_ONLY, o) < 0)
+                                _exit(1);
+                        (void) !mseg_grow(s, mseg_size(s) + (1 << 20));   /* msegd dies under it */
+                        _exit(0);
+                }
+                wait_hook(fd, "pages.grow");    /* msegd holds the page lock */
+                sd_kill(&mgr, SIGKILL);
+                ASSERT_EQ(waitpid(pid, &r, 0), pid);
+                ASSERT(WIFEXITED(r));
+        }
+        p = mseg_alloc(seg, 50000);             /* the page lock: owner died, repaired */
+        ASSERT_NOT_NULL(p);
+        ASSERT_OK(mseg_free(seg, p));
+        sd_start(&mgr, true, NULL);
+        sd_wait_ready(&mgr);
+        ASSERT_OK(mseg_grow(seg, mseg_size(seg) + (1 << 20)));
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_OK(mseg_stats(seg, &st));
+        ASSERT(st.lock_repairs >= before + 2);
+        printf("crash-daemon: msegd killed holding a segment's slot lock mid-reclaim and its page lock mid-growth: "
+               "repaired (%llu lock repairs), the dead client's slot reclaimed by the next msegd\n",
+               (unsigned long long) (st.lock_repairs - before));
+}
+
 static void test_fdstore(void) {
         struct mseg_options o = { .size = 160 << 20, .max_size = 192 << 20 };
         static pid_t pids[NCLIENTS_MEM];
@@ -301,6 +413,7 @@ static void test_fdstore(void) {
                "%d grows answered, %d failed while msegd was down; lock repairs %llu\n",
                NCLIENTS_MEM, NKILLED, (unsigned long long) st.slots_reclaimed, atomic_load(&sh->grow_ok),
                atomic_load(&sh->grow_errors), (unsigned long long) st.lock_repairs);
+        test_msegd_hooked(seg, &o);
         mseg_close(seg);
         ASSERT_OK(mseg_remove("crashd-mem", &o));
         status = sd_kill(&mgr, SIGTERM);
