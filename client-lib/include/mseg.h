@@ -129,7 +129,9 @@ MSEG_API MSEG_MUST_CHECK int mseg_remove(const char *name, const struct mseg_opt
 /** Grow a brokered segment in place to @p new_size (at most its max_size);
  * every attached process sees the new size without remapping.
  * @return 0, -EINVAL, -ENOSPC (beyond max_size), -EACCES, -EDQUOT,
- *         MSEG_E_NODAEMON, MSEG_E_PROTO. */
+ *         -EBUSY (another process held the segment's page lock throughout:
+ *         msegd never waits on a segment; try again), MSEG_E_NODAEMON,
+ *         MSEG_E_PROTO. */
 MSEG_API MSEG_MUST_CHECK int mseg_grow(mseg *seg, uint64_t new_size);
 
 /** A brokered segment as msegd describes it (mseg_stat(), mseg_list()). */
