@@ -23,6 +23,10 @@
  * Nothing else goes over the connection, except mseg_grow(): allocation
  * and the registry work on the mapping alone, with no message to msegd.
  *
+ * A capability token (mseg_options.token, from mseg_grant() or `msegctl
+ * grant`) goes with an open-only request and decides alone what msegd
+ * grants; the handle keeps a copy for mseg_grow() and wipes it on close.
+ *
  * Errors say what happened: MSEG_E_NODAEMON when nothing listens at the
  * path (connect: ENOENT or ECONNREFUSED), -EACCES when the socket or the
  * segment is refused, MSEG_E_VERSION on a protocol mismatch, MSEG_E_PROTO
@@ -45,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "internal.h"
 #include "proto.h"
 
@@ -52,6 +58,8 @@
 #define DEFAULT_SIZE (UINT64_C(1) << 20)
 #define DEFAULT_TIMEOUT_MS 30000
 #define SEALS_NEEDED (F_SEAL_SHRINK | F_SEAL_GROW)
+_Static_assert(MSEG_TOKEN_MAX == MSEG_PROTO_TOKEN_MAX && MSEG_TOKEN_TTL_MAX == MSEG_PROTO_TTL_MAX,
+               "mseg.h and proto.h agree on tokens");
 #define KNOWN_FLAGS (MSEG_READ_ONLY | MSEG_COPY_ON_WRITE | MSEG_PERSISTENT | MSEG_REMOVE_ON_LAST_CLOSE)
 
 /* One connection to msegd. */
@@ -108,6 +116,7 @@ struct mseg__broker_local {
         uint64_t attachment;    /* msegd's id for this attachment */
         bool detach_now;        /* remove_on_last_close: detach at once */
         uint8_t id[16];         /* the segment's id (guards mseg_grow) */
+        char *token;            /* the capability token it was opened with (mseg_grow), or NULL */
 };
 
 /* ------------------------------------------------------------ connection */
@@ -141,8 +150,12 @@ static void client_close(struct client *c) {
         c->broken = false;
 }
 
+/* The longest request: a grow with a name of 255 escaped control
+ * characters (6 bytes each), a segment id and a token of 512 bytes. */
+#define REQUEST_MAX 4096
+
 static int client_send(struct client *c, struct mseg_proto_request *req, int flags) {
-        char buf[2048];
+        char buf[REQUEST_MAX];
         ssize_t n;
 
         req->id = c->next_id++;
@@ -159,7 +172,7 @@ static int client_send(struct client *c, struct mseg_proto_request *req, int fla
  * waited, then the request. Ids are assigned here. Returns how many went
  * out (all, normally) or -errno if none did. */
 static int client_send_batch(struct client *c, struct mseg_proto_request *const *reqs, size_t n, int flags) {
-        char small[BATCH_MAX][1024], big[2048];
+        char small[BATCH_MAX][1024], big[REQUEST_MAX];
         struct mmsghdr mm[BATCH_MAX];
         struct iovec iov[BATCH_MAX];
         int r;
@@ -481,17 +494,18 @@ static int shared_call(const struct mseg_options *o, struct mseg_proto_request *
 /* ------------------------------------------------------------ arguments */
 
 static int check_name(const char *name) {
+        const char *why;
         size_t len;
 
         if (!name)
                 return mseg__error(-EINVAL, "no segment name");
         len = strlen(name);
-        if (len == 0)
-                return mseg__error(-EINVAL, "empty segment name");
         if (len > MSEG_NAME_MAX)
                 return mseg__error(-ENAMETOOLONG, "segment name of %zu bytes (at most %d)", len, MSEG_NAME_MAX);
-        if (!mseg_proto_name_ok(name, len))
-                return mseg__error(-EINVAL, "segment names are UTF-8 without '/'");
+        why = mseg_proto_name_problem(name, len);
+        if (why)
+                return mseg__error(-EINVAL, "segment name %s (names are 1..255 bytes of UTF-8 without '/', "
+                                            "not \".\" or \"..\")", why);
         return 0;
 }
 
@@ -503,8 +517,9 @@ static int check_options(const struct mseg_options *o) {
         for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
                 if (o->reserved[i])
                         return mseg__error(-EINVAL, "mseg_options.reserved must be zero");
-        if (o->token)
-                return mseg__error(MSEG_E_TOKEN, "capability tokens are not supported by this version");
+        if (o->token && (!*o->token || strlen(o->token) > MSEG_PROTO_TOKEN_MAX))
+                return mseg__error(MSEG_E_TOKEN, "token garbled: %zu characters, expected 1..%u", strlen(o->token),
+                                   MSEG_PROTO_TOKEN_MAX);
         if (o->mode & ~0777u)
                 return mseg__error(-EINVAL, "mode 0%o has bits outside 0777", o->mode);
         if ((o->flags & MSEG_PERSISTENT) && (o->flags & MSEG_REMOVE_ON_LAST_CLOSE))
@@ -565,6 +580,13 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
         default: return mseg__error(-EINVAL, "bad open mode %d", (int) how);
         }
         memcpy(req.name, name, strlen(name) + 1);
+        if (opts && opts->token) {
+                /* A token names an existing segment: it never creates one. */
+                if (how != MSEG_OPEN_ONLY)
+                        return mseg__error(-EINVAL, "a token opens an existing segment: use MSEG_OPEN_ONLY");
+                req.has_token = true;
+                memcpy(req.token, opts->token, strlen(opts->token) + 1);
+        }
         /* A copy-on-write mapping needs only read access: MAP_PRIVATE with
          * PROT_WRITE works on an O_RDONLY descriptor. */
         req.read_only = ro || cow;
@@ -588,7 +610,7 @@ MSEG_API int mseg_open(mseg **ret_seg, const char *name, enum mseg_how how, cons
         if (!bl)
                 return mseg__error(-ENOMEM, "out of memory");
         bl->conn = conn_get(path);
-        if (!bl->conn) {
+        if (!bl->conn || (req.has_token && !(bl->token = strdup(req.token)))) {
                 free(bl);
                 return mseg__error(-ENOMEM, "out of memory");
         }
@@ -652,6 +674,9 @@ fail:
         if (bl) {
                 if (bl->attachment)
                         detach(bl);
+                if (bl->token)
+                        sodium_memzero(bl->token, strlen(bl->token));
+                free(bl->token);
                 free(bl);
         }
         return r;
@@ -700,6 +725,9 @@ void mseg__broker_detach(struct mseg *seg) {
          * connection: the parent still holds its attachment. */
         if (bl->pid == my_pid() && bl->conn->pid == bl->pid)
                 detach(bl);
+        if (bl->token)
+                sodium_memzero(bl->token, strlen(bl->token));
+        free(bl->token);
         free(bl);
 }
 
@@ -730,6 +758,10 @@ MSEG_API int mseg_grow(mseg *seg, uint64_t new_size) {
         req.size = new_size;
         req.has_segment_id = true;
         memcpy(req.segment_id, bl->id, sizeof(req.segment_id));
+        if (bl->token) {
+                req.has_token = true;
+                snprintf(req.token, sizeof(req.token), "%s", bl->token);
+        }
 
         if (bl->pid == my_pid()) {
                 r = conn_call(bl->conn, &req, &rep, NULL, NULL);
@@ -823,6 +855,55 @@ MSEG_API int mseg_list(const struct mseg_options *opts, int (*fn)(const struct m
 done:
         free(page);
         return r;
+}
+
+/* ------------------------------------------------------------ tokens */
+
+MSEG_API int mseg_grant(const char *name, uint32_t flags, uint64_t ttl_seconds, const struct mseg_options *opts,
+                        char *ret_token, size_t cap, uint64_t *ret_expires) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_GRANT };
+        struct mseg_proto_reply rep = { 0 };
+        size_t len;
+        int r;
+
+        r = check_name(name);
+        if (r < 0)
+                return r;
+        if (flags & ~MSEG_READ_ONLY)
+                return mseg__error(-EINVAL, "mseg_grant() takes MSEG_READ_ONLY or 0, not 0x%x", flags);
+        if (ttl_seconds < 1 || ttl_seconds > MSEG_TOKEN_TTL_MAX)
+                return mseg__error(-EINVAL, "token lifetime of %llu s: expected 1..%u",
+                                   (unsigned long long) ttl_seconds, MSEG_TOKEN_TTL_MAX);
+        if (!ret_token)
+                return mseg__error(-EINVAL, "ret_token is NULL");
+        memcpy(req.name, name, strlen(name) + 1);
+        req.rights = MSEG_PROTO_RIGHT_READ | (flags & MSEG_READ_ONLY ? 0 : MSEG_PROTO_RIGHT_WRITE);
+        req.ttl = ttl_seconds;
+        r = shared_call(opts, &req, &rep);
+        if (r < 0)
+                return r;
+        len = strlen(rep.token);
+        if (len >= cap)
+                r = mseg__error(-ERANGE, "the token has %zu characters, the buffer room for %zu", len,
+                                cap ? cap - 1 : 0);
+        else
+                memcpy(ret_token, rep.token, len + 1);
+        if (r == 0 && ret_expires)
+                *ret_expires = rep.expires;
+        sodium_memzero(rep.token, sizeof(rep.token));
+        return r;
+}
+
+int mseg__broker_rotate_key(const struct mseg_options *opts, uint32_t *ret_generation) {
+        struct mseg_proto_request req = { .op = MSEG_PROTO_OP_ROTATE_KEY };
+        struct mseg_proto_reply rep = { 0 };
+        int r;
+
+        r = shared_call(opts, &req, &rep);
+        if (r < 0)
+                return r;
+        *ret_generation = rep.generation;
+        return 0;
 }
 
 int mseg__broker_status(const struct mseg_options *opts, struct mseg_proto_status *ret) {

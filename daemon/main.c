@@ -550,6 +550,8 @@ int main(int argc, char **argv) {
         raise_nofile();
         if (prepare_state_dir() < 0)
                 return 1;
+        if (tokens_init(&cfg) < 0)
+                return 1;
         if (!cfg.foreground && !shim_managed())
                 ready_fd = detach();        /* a service manager tracks the process it started */
 
@@ -630,6 +632,7 @@ out_loop:
         } else if (status == 0) {
                 log_notice("clean shutdown");
         }
+        tokens_done();
         free(cfg.socket_path);
         free(cfg.state_dir);
         return status;

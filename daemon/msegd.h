@@ -9,6 +9,7 @@
  *   memfd.c     creating, sealing and reopening the memfds
  *   persist.c   persistent segments: state files in the state directory
  *   fdstore.c   segments kept by the service manager across restarts (issue 5)
+ *   tokens.c    the token key; granting and checking capability tokens
  *   notify.c    STATUS= and watchdog pings to the service manager (issue 5)
  *   log.c       stderr logging with journald priorities
  *
@@ -191,6 +192,23 @@ int fdstore_adopt(struct segtable *t);
 void fdstore_segment_added(struct segment *s);
 /* Its name was removed: take it out of the store. */
 void fdstore_segment_removed(struct segment *s);
+
+/* ---- tokens.c: capability tokens (protocol/token.c has the format) ---- */
+
+/* Load the token key from the state directory, or make one (in memory
+ * only without a state directory). 0 or -errno. */
+int tokens_init(const struct msegd_config *cfg);
+void tokens_done(void);
+/* A token for @s with @rights (MSEG_PROTO_RIGHT_*) for @ttl seconds. */
+int tokens_grant(const struct segment *s, uint32_t rights, uint64_t ttl, char *buf, size_t cap,
+                 uint64_t *ret_expires, char *msg, size_t msglen);
+/* Check @token for the segment named @name and rights @want. Returns 0
+ * with *ret set, MSEG_E_TOKEN (invalid, expired, rotated, another
+ * segment), -ENOENT or -EACCES (fewer rights), with @msg saying why. */
+int tokens_check(struct segtable *t, const char *token, const char *name, uint32_t want,
+                 struct segment **ret, char *msg, size_t msglen);
+/* A new key of the next generation, on disk before it is used. */
+int tokens_rotate(uint32_t *ret_generation, char *msg, size_t msglen);
 
 /* ---- server.c ---- */
 

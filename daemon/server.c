@@ -350,6 +350,19 @@ static void do_open(struct conn *c, const struct mseg_proto_request *req) {
         int64_t att;
         int r, fd;
 
+        if (req->has_token) {
+                /* The token decides alone (tokens.c); only "open" carries one. */
+                r = tokens_check(srv->tab, req->token, req->name,
+                                 MSEG_PROTO_RIGHT_READ | (req->read_only ? 0 : MSEG_PROTO_RIGHT_WRITE), &s,
+                                 msg, sizeof(msg));
+                if (r < 0) {
+                        log_client(LOG_INFO, "pid %d uid %u: token refused for segment %s: %s", (int) c->cred.pid,
+                                   c->cred.uid, log_quote(req->name, q, 200), msg);
+                        reply_error(c, req, r, "cannot open %s with this token: %s", log_quote(req->name, q, 200),
+                                    msg);
+                        return;
+                }
+        }
         if (req->op == MSEG_PROTO_OP_OPEN && !s) {
                 reply_error(c, req, -ENOENT, "no segment named %s", log_quote(req->name, q, 300));
                 return;
@@ -358,7 +371,7 @@ static void do_open(struct conn *c, const struct mseg_proto_request *req) {
                 reply_error(c, req, -EEXIST, "segment %s exists", log_quote(req->name, q, 300));
                 return;
         }
-        if (s) {
+        if (s && !req->has_token) {
                 r = check_access(c, s, req->read_only ? 4 : 6);
                 if (r < 0) {
                         reply_error(c, req, r, "uid %u may not open segment %s %s (mode %04o, owner %u)",
@@ -366,7 +379,7 @@ static void do_open(struct conn *c, const struct mseg_proto_request *req) {
                                     req->read_only ? "for reading" : "for reading and writing", s->mode, s->uid);
                         return;
                 }
-        } else {
+        } else if (!s) {
                 r = segtable_create(srv->tab, req, c->cred.uid, c->cred.gid, &s, msg, sizeof(msg));
                 if (r < 0) {
                         reply_error(c, req, r, "cannot create %s: %s", log_quote(req->name, q, 200), msg);
@@ -455,11 +468,22 @@ static void do_grow(struct conn *c, const struct mseg_proto_request *req) {
                             s ? " with that id (it was removed and the name reused)" : "");
                 return;
         }
-        r = check_access(c, s, 6);
-        if (r < 0) {
-                reply_error(c, req, r, "uid %u may not write segment %s", c->cred.uid,
-                            log_quote(req->name, q, 300));
-                return;
+        if (req->has_token) {
+                r = tokens_check(c->srv->tab, req->token, req->name, MSEG_PROTO_RIGHT_READ | MSEG_PROTO_RIGHT_WRITE,
+                                 &s, msg, sizeof(msg));
+                if (r < 0) {
+                        reply_error(c, req, r, "cannot grow %s with this token: %s", log_quote(req->name, q, 200),
+                                    msg);
+                        return;
+                }
+                msg[0] = '\0';
+        } else {
+                r = check_access(c, s, 6);
+                if (r < 0) {
+                        reply_error(c, req, r, "uid %u may not write segment %s", c->cred.uid,
+                                    log_quote(req->name, q, 300));
+                        return;
+                }
         }
         r = segtable_grow(c->srv->tab, s, req->size, grow_done, c, msg, sizeof(msg));
         if (r < 0) {
@@ -545,6 +569,57 @@ static void do_status(struct conn *c, const struct mseg_proto_request *req) {
         conn_send_reply(c, &rep, -1);
 }
 
+/* A token for a segment, to whoever may access it with those rights
+ * (write implies read). Tokens do not make tokens: a token holder asks the
+ * one who granted it. */
+static void do_grant(struct conn *c, const struct mseg_proto_request *req) {
+        struct mseg_proto_reply rep = { .id = req->id, .op = req->op };
+        struct segment *s = segtable_lookup(c->srv->tab, req->name);
+        bool write = req->rights & MSEG_PROTO_RIGHT_WRITE;
+        char msg[256] = "", q[600];
+        int r;
+
+        if (!s) {
+                reply_error(c, req, -ENOENT, "no segment named %s", log_quote(req->name, q, 300));
+                return;
+        }
+        r = check_access(c, s, write ? 6 : 4);
+        if (r < 0) {
+                reply_error(c, req, r, "uid %u may not %s segment %s (mode %04o, owner %u), so cannot grant it",
+                            c->cred.uid, write ? "write" : "read", log_quote(req->name, q, 200), s->mode, s->uid);
+                return;
+        }
+        r = tokens_grant(s, req->rights, req->ttl, rep.token, sizeof(rep.token), &rep.expires, msg, sizeof(msg));
+        if (r < 0) {
+                reply_error(c, req, r, "cannot grant %s: %s", log_quote(req->name, q, 200), msg);
+                return;
+        }
+        log_info("uid %u pid %d was granted a %s token for segment %s, for %llu s", c->cred.uid, (int) c->cred.pid,
+                 write ? "write" : "read", log_quote(req->name, q, sizeof(q)), (unsigned long long) req->ttl);
+        conn_send_reply(c, &rep, -1);
+}
+
+static void do_rotate_key(struct conn *c, const struct mseg_proto_request *req) {
+        struct mseg_proto_reply rep = { .id = req->id, .op = req->op };
+        char msg[256] = "";
+        int r;
+
+        if (c->cred.uid != 0 && c->cred.uid != geteuid()) {
+                reply_error(c, req, -EPERM, "only root or msegd's user (uid %u) may rotate the token key",
+                            (unsigned) geteuid());
+                return;
+        }
+        r = tokens_rotate(&rep.generation, msg, sizeof(msg));
+        if (r < 0) {
+                log_error("token key rotation failed: %s", msg);
+                reply_error(c, req, r, "%s", msg);
+                return;
+        }
+        log_notice("token key rotated by uid %u pid %d: generation %u; every earlier token is void", c->cred.uid,
+                   (int) c->cred.pid, rep.generation);
+        conn_send_reply(c, &rep, -1);
+}
+
 static void handle_packet(struct conn *c, const char *buf, size_t len, unsigned nfds) {
         struct mseg_proto_request req;
         char err[256];
@@ -598,6 +673,12 @@ static void handle_packet(struct conn *c, const char *buf, size_t len, unsigned 
                 break;
         case MSEG_PROTO_OP_DETACH:
                 do_detach(c, &req);
+                break;
+        case MSEG_PROTO_OP_GRANT:
+                do_grant(c, &req);
+                break;
+        case MSEG_PROTO_OP_ROTATE_KEY:
+                do_rotate_key(c, &req);
                 break;
         default:
                 reply_error(c, &req, -EOPNOTSUPP, "unknown op");

@@ -42,6 +42,8 @@ static const char *const op_names[MSEG_PROTO_OP__COUNT] = {
         [MSEG_PROTO_OP_STAT] = "stat",
         [MSEG_PROTO_OP_STATUS] = "status",
         [MSEG_PROTO_OP_DETACH] = "detach",
+        [MSEG_PROTO_OP_GRANT] = "grant",
+        [MSEG_PROTO_OP_ROTATE_KEY] = "rotate-key",
 };
 
 const char *mseg_proto_op_name(enum mseg_proto_op op) {
@@ -65,6 +67,7 @@ static const struct feature {
         { MSEG_PROTO_F_GROW, "grow" },
         { MSEG_PROTO_F_PERSISTENT, "persistent" },
         { MSEG_PROTO_F_AUTOREMOVE, "remove-on-last-close" },
+        { MSEG_PROTO_F_TOKENS, "tokens" },
 };
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 
@@ -138,12 +141,32 @@ static bool utf8_ok(const char *s, size_t len) {
         return true;
 }
 
-bool mseg_proto_name_ok(const char *name, size_t len) {
-        if (!name || len == 0 || len > MSEG_PROTO_NAME_MAX)
-                return false;
+bool mseg_proto_utf8_ok(const char *s, size_t len) {
+        return utf8_ok(s, len);
+}
+
+/* Segment names look like file names: no '/', not "." or "..". Names
+ * never become paths in msegd (state files are named by segment id), but
+ * a client may well make them into paths, and "." and ".." would then name
+ * directories. Any other UTF-8 is allowed, control characters included:
+ * JSON carries them escaped, and everything that prints a name escapes
+ * them (log_quote in msegd, msegctl's output). */
+const char *mseg_proto_name_problem(const char *name, size_t len) {
+        if (!name || len == 0)
+                return "is empty";
+        if (len > MSEG_PROTO_NAME_MAX)
+                return "is longer than 255 bytes";
+        if (!utf8_ok(name, len))
+                return memchr(name, 0, len) ? "contains a NUL byte" : "is not valid UTF-8";
         if (memchr(name, '/', len))
-                return false;
-        return utf8_ok(name, len);
+                return "contains '/'";
+        if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+                return "is \".\" or \"..\"";
+        return NULL;
+}
+
+bool mseg_proto_name_ok(const char *name, size_t len) {
+        return mseg_proto_name_problem(name, len) == NULL;
 }
 
 void mseg_proto_id_to_hex(const uint8_t id[16], char hex[33]) {
@@ -277,6 +300,8 @@ ssize_t mseg_proto_encode_request(const struct mseg_proto_request *req, char *bu
                 SET("name", json_string(req->name));
                 if (req->read_only)
                         SET("read_only", json_true());
+                if (req->has_token)
+                        SET("token", json_string(req->token));
                 break;
         case MSEG_PROTO_OP_REMOVE:
         case MSEG_PROTO_OP_STAT:
@@ -290,6 +315,13 @@ ssize_t mseg_proto_encode_request(const struct mseg_proto_request *req, char *bu
                         mseg_proto_id_to_hex(req->segment_id, hex);
                         SET("segment_id", json_string(hex));
                 }
+                if (req->has_token)
+                        SET("token", json_string(req->token));
+                break;
+        case MSEG_PROTO_OP_GRANT:
+                SET("name", json_string(req->name));
+                SET("rights", json_string(req->rights & MSEG_PROTO_RIGHT_WRITE ? "write" : "read"));
+                SET("ttl", json_integer((json_int_t) req->ttl));
                 break;
         case MSEG_PROTO_OP_LIST:
                 if (req->has_after)
@@ -299,6 +331,7 @@ ssize_t mseg_proto_encode_request(const struct mseg_proto_request *req, char *bu
                 SET("attachment", json_integer((json_int_t) req->attachment));
                 break;
         case MSEG_PROTO_OP_STATUS:
+        case MSEG_PROTO_OP_ROTATE_KEY:
         default:
                 break;
         }
@@ -311,13 +344,14 @@ fail:
 
 /* Copy a name field, checking it. */
 static int take_name(char *dst, const char *s, size_t len, const char *field, char *err, size_t errlen) {
-        if (len == 0)
-                return fail(err, errlen, "%s is empty", field), -EINVAL;
+        const char *why;
+
         if (len > MSEG_PROTO_NAME_MAX)
                 return fail(err, errlen, "%s is %zu bytes, at most %u allowed", field, len,
                             MSEG_PROTO_NAME_MAX), -ENAMETOOLONG;
-        if (!mseg_proto_name_ok(s, len))
-                return fail(err, errlen, "%s contains '/'", field), -EINVAL;
+        why = mseg_proto_name_problem(s, len);
+        if (why)
+                return fail(err, errlen, "%s %s", field, why), -EINVAL;
         memcpy(dst, s, len);
         dst[len] = '\0';
         return 0;
@@ -350,9 +384,10 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
                               bool *ret_has_id, char *err, size_t errlen) {
         json_error_t je;
         json_t *root, *jid, *jop, *features_json = NULL;
-        const char *op = NULL, *name = NULL, *client = NULL, *after = NULL, *sid = NULL;
-        size_t name_len = 0, client_len = 0, after_len = 0;
-        json_int_t id = 0, version = 0, size = 0, max_size = 0, mode = 0, attachment = 0;
+        const char *op = NULL, *name = NULL, *client = NULL, *after = NULL, *sid = NULL, *token = NULL;
+        const char *rights = NULL;
+        size_t name_len = 0, client_len = 0, after_len = 0, token_len = 0;
+        json_int_t id = 0, version = 0, size = 0, max_size = 0, mode = 0, attachment = 0, ttl = 0;
         int persistent = 0, autoremove = 0, read_only = 0;
         int r, u;
 
@@ -401,8 +436,9 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
                                    "remove_on_last_close", &autoremove, "read_only", &read_only);
                 break;
         case MSEG_PROTO_OP_OPEN:
-                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:s%, s?b}",
-                                   "id", &id, "op", &op, "name", &name, &name_len, "read_only", &read_only);
+                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:s%, s?b, s?s%}",
+                                   "id", &id, "op", &op, "name", &name, &name_len, "read_only", &read_only,
+                                   "token", &token, &token_len);
                 break;
         case MSEG_PROTO_OP_REMOVE:
         case MSEG_PROTO_OP_STAT:
@@ -410,15 +446,21 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
                                    "id", &id, "op", &op, "name", &name, &name_len);
                 break;
         case MSEG_PROTO_OP_GROW:
-                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:s%, s:I, s?s}",
+                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:s%, s:I, s?s, s?s%}",
                                    "id", &id, "op", &op, "name", &name, &name_len, "size", &size,
-                                   "segment_id", &sid);
+                                   "segment_id", &sid, "token", &token, &token_len);
+                break;
+        case MSEG_PROTO_OP_GRANT:
+                u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s:s%, s:s, s:I}",
+                                   "id", &id, "op", &op, "name", &name, &name_len, "rights", &rights,
+                                   "ttl", &ttl);
                 break;
         case MSEG_PROTO_OP_LIST:
                 u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s, s?s%}",
                                    "id", &id, "op", &op, "after", &after, &after_len);
                 break;
         case MSEG_PROTO_OP_STATUS:
+        case MSEG_PROTO_OP_ROTATE_KEY:
                 u = json_unpack_ex(root, &je, JSON_STRICT, "{s:I, s:s}", "id", &id, "op", &op);
                 break;
         case MSEG_PROTO_OP_DETACH:
@@ -480,6 +522,33 @@ int mseg_proto_decode_request(const void *buf, size_t len, struct mseg_proto_req
                         goto out;
                 }
                 req->has_segment_id = true;
+        }
+        r = -EINVAL;
+        if (token) {
+                /* Its shape is checked with its MAC (token.c); here only
+                 * that it fits. */
+                if (token_len == 0 || token_len > MSEG_PROTO_TOKEN_MAX) {
+                        fail(err, errlen, "token: %zu bytes, expected 1..%u", token_len, MSEG_PROTO_TOKEN_MAX);
+                        goto out;
+                }
+                memcpy(req->token, token, token_len);
+                req->token[token_len] = '\0';
+                req->has_token = true;
+        }
+        if (req->op == MSEG_PROTO_OP_GRANT) {
+                if (strcmp(rights, "read") == 0)
+                        req->rights = MSEG_PROTO_RIGHT_READ;
+                else if (strcmp(rights, "write") == 0)
+                        req->rights = MSEG_PROTO_RIGHT_READ | MSEG_PROTO_RIGHT_WRITE;
+                else {
+                        fail(err, errlen, "rights: expected \"read\" or \"write\"");
+                        goto out;
+                }
+                if (ttl < 1 || ttl > MSEG_PROTO_TTL_MAX) {
+                        fail(err, errlen, "ttl out of range (1..%u seconds)", MSEG_PROTO_TTL_MAX);
+                        goto out;
+                }
+                req->ttl = (uint64_t) ttl;
         }
         r = 0;
 out:
@@ -602,6 +671,12 @@ static json_t *result_json(const struct mseg_proto_reply *rep) {
                                 "max_segment_size", (json_int_t) s->max_segment_size);
                 break;
         }
+        case MSEG_PROTO_OP_GRANT:
+                res = json_pack("{s:s, s:I}", "token", rep->token, "expires", (json_int_t) rep->expires);
+                break;
+        case MSEG_PROTO_OP_ROTATE_KEY:
+                res = json_pack("{s:I}", "generation", (json_int_t) rep->generation);
+                break;
         default:
                 break;
         }
@@ -711,6 +786,27 @@ static int decode_result(json_t *res, struct mseg_proto_reply *rep, char *err, s
                 copy_text(s->server, sizeof(s->server), server, server_len);
                 return 0;
         }
+        case MSEG_PROTO_OP_GRANT: {
+                const char *token;
+                size_t token_len;
+                json_int_t expires;
+                if (json_unpack_ex(res, &je, JSON_STRICT, "{s:s%, s:I}", "token", &token, &token_len,
+                                   "expires", &expires) < 0)
+                        return fail(err, errlen, "grant: %s", je.text);
+                if (token_len == 0 || token_len > MSEG_PROTO_TOKEN_MAX || expires < 0)
+                        return fail(err, errlen, "grant: field out of range");
+                memcpy(rep->token, token, token_len);
+                rep->token[token_len] = '\0';
+                rep->expires = (uint64_t) expires;
+                return 0;
+        }
+        case MSEG_PROTO_OP_ROTATE_KEY:
+                if (json_unpack_ex(res, &je, JSON_STRICT, "{s:I}", "generation", &version) < 0)
+                        return fail(err, errlen, "rotate-key: %s", je.text);
+                if (!int_ok(version, UINT32_MAX))
+                        return fail(err, errlen, "rotate-key: generation out of range");
+                rep->generation = (uint32_t) version;
+                return 0;
         default:
                 return fail(err, errlen, "no reply schema for this op");
         }

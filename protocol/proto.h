@@ -4,9 +4,9 @@
  *
  * PROTOCOL.md is the specification; this header is its C shape. Both sides
  * link protocol/ (message.c encodes and strictly decodes the JSON, the only
- * file that includes jansson; fdpass.c moves packets and descriptors), so
- * no json_t ever crosses a module boundary: callers fill and read the
- * structs below.
+ * file that includes jansson; fdpass.c moves packets and descriptors;
+ * token.c reads and writes capability tokens), so no json_t ever crosses a
+ * module boundary: callers fill and read the structs below.
  *
  * Every limit a peer controls is a constant here: message length, name
  * length, descriptors per packet, list page size.
@@ -26,13 +26,20 @@
 #define MSEG_PROTO_TEXT_MAX     255u    /* error messages, client/server names */
 #define MSEG_PROTO_LIST_MAX     128u    /* segments per list reply page */
 #define MSEG_PROTO_FDS_MAX      4u      /* descriptors a receiver makes room for */
+#define MSEG_PROTO_TOKEN_MAX    512u    /* printable capability token, bytes (tokens are <= 451) */
+#define MSEG_PROTO_TTL_MAX      2592000u /* longest token lifetime: 30 days, in seconds */
 
 /* hello features (bits here, strings on the wire) */
 #define MSEG_PROTO_F_RO_FD      0x1u    /* read-only opens get an O_RDONLY descriptor */
 #define MSEG_PROTO_F_GROW       0x2u    /* "grow" is served */
 #define MSEG_PROTO_F_PERSISTENT 0x4u    /* persistent segments (state directory) */
 #define MSEG_PROTO_F_AUTOREMOVE 0x8u    /* remove_on_last_close */
-#define MSEG_PROTO_F_ALL        0xfu
+#define MSEG_PROTO_F_TOKENS     0x10u   /* capability tokens: grant, rotate-key, "token" */
+#define MSEG_PROTO_F_ALL        0x1fu
+
+/* Token rights (write implies read: a write token carries both bits). */
+#define MSEG_PROTO_RIGHT_READ   0x1u
+#define MSEG_PROTO_RIGHT_WRITE  0x2u
 
 enum mseg_proto_op {
         MSEG_PROTO_OP_NONE = 0,
@@ -46,6 +53,8 @@ enum mseg_proto_op {
         MSEG_PROTO_OP_STAT,
         MSEG_PROTO_OP_STATUS,
         MSEG_PROTO_OP_DETACH,           /* the one request without a reply */
+        MSEG_PROTO_OP_GRANT,            /* a capability token for a segment */
+        MSEG_PROTO_OP_ROTATE_KEY,       /* a new token key: every token so far is void */
         MSEG_PROTO_OP__COUNT,
 };
 
@@ -78,6 +87,12 @@ struct mseg_proto_request {
         /* list: resume after this name */
         bool has_after;
         char after[MSEG_PROTO_NAME_MAX + 1];
+        /* open, grow: a capability token (NUL-terminated; decides alone) */
+        bool has_token;
+        char token[MSEG_PROTO_TOKEN_MAX + 1];
+        /* grant */
+        uint32_t rights;                /* MSEG_PROTO_RIGHT_READ, or READ | WRITE */
+        uint64_t ttl;                   /* seconds, 1 .. MSEG_PROTO_TTL_MAX */
 };
 
 /* A segment as msegd describes it. */
@@ -128,6 +143,11 @@ struct mseg_proto_reply {
         bool more;
         /* status */
         struct mseg_proto_status status;
+        /* grant */
+        char token[MSEG_PROTO_TOKEN_MAX + 1];
+        uint64_t expires;               /* seconds since the epoch */
+        /* rotate-key */
+        uint32_t generation;            /* the new key's */
 };
 
 /* ---- message.c: JSON encoding and strict decoding ---- */
@@ -156,8 +176,13 @@ int mseg_proto_decode_reply(const void *buf, size_t len, enum mseg_proto_op op,
 const char *mseg_proto_code_name(int code);
 int mseg_proto_code_from_name(const char *name);
 
-/* Valid segment name: 1..255 bytes, no '/', valid UTF-8 (no NUL). */
+/* Valid segment name: 1..255 bytes of UTF-8 without NUL, no '/', not "."
+ * or "..". */
 bool mseg_proto_name_ok(const char *name, size_t len);
+/* Why @name is not valid ("contains '/'"), or NULL if it is. */
+const char *mseg_proto_name_problem(const char *name, size_t len);
+/* Strict UTF-8 without NUL (what a JSON string can carry). */
+bool mseg_proto_utf8_ok(const char *s, size_t len);
 
 /* 16 bytes <-> 32 lowercase hex digits (+ NUL). */
 void mseg_proto_id_to_hex(const uint8_t id[16], char hex[33]);
@@ -168,6 +193,45 @@ int mseg_proto_id_from_hex(const char *hex, uint8_t id[16]);
 ssize_t mseg_proto_encode_state(const struct mseg_proto_seginfo *info, char *buf, size_t cap);
 int mseg_proto_decode_state(const void *buf, size_t len, struct mseg_proto_seginfo *info,
                             char *err, size_t errlen);
+
+/* ---- token.c: capability tokens (libsodium crypto_auth) ----
+ *
+ * A token is "mst1." followed by the URL-safe base64 (no padding) of
+ *
+ *   version(1) = 1 | generation(4, LE) | segment id(16) | rights(1) |
+ *   expires(8, LE, seconds since the epoch) | nonce(16) | name length(1) |
+ *   name(1..255) | MAC(32)
+ *
+ * where MAC = crypto_auth (HMAC-SHA-512-256) of everything before it under
+ * msegd's key of that generation. Only msegd holds the key; PROTOCOL.md
+ * section 9 describes the format for other implementers. */
+
+#define MSEG_PROTO_TOKEN_KEYBYTES 32u
+#define MSEG_PROTO_TOKEN_PREFIX "mst1."
+
+struct mseg_proto_token {
+        uint32_t generation;
+        uint8_t segment_id[16];
+        uint32_t rights;                /* READ, or READ | WRITE */
+        uint64_t expires;
+        uint8_t nonce[16];
+        char name[MSEG_PROTO_NAME_MAX + 1];
+};
+
+/* Write the printable token for @t under @key into @buf (@cap bytes, NUL
+ * included). Returns its length, -EINVAL for fields out of range, or
+ * -EMSGSIZE. */
+ssize_t mseg_proto_token_encode(const struct mseg_proto_token *t, const uint8_t key[MSEG_PROTO_TOKEN_KEYBYTES],
+                                char *buf, size_t cap);
+
+/* Check the printable token @s (@len bytes) and decode it into @t. Checks,
+ * in order: the shape (prefix, base64, lengths, version), the generation
+ * against @generation, the MAC under @key (constant-time), then the fields
+ * (rights, name). Expiry and the segment are the caller's to check.
+ * Returns 0, or MSEG_E_TOKEN with @err saying which check failed; @t is
+ * written only on success. */
+int mseg_proto_token_decode(const char *s, size_t len, const uint8_t key[MSEG_PROTO_TOKEN_KEYBYTES],
+                            uint32_t generation, struct mseg_proto_token *t, char *err, size_t errlen);
 
 /* ---- fdpass.c: one packet per call, descriptors as SCM_RIGHTS ---- */
 

@@ -5,7 +5,8 @@
  *   msegctl [--socket PATH] [--json] COMMAND [ARGS]
  *     list                       every segment: name, sizes, mode, owner, clients
  *     stat NAME                  one segment
- *     status                     msegd's use and limits
+ *     status                     msegd's use against its limits (and the caller's
+ *                                uid's against the per-uid quotas)
  *     create NAME --size SIZE [--max-size SIZE] [--mode MODE] [--persistent]
  *                                create a segment (it stays until removed, unless
  *                                --remove-on-last-close, which removes it when
@@ -13,6 +14,12 @@
  *     remove NAME                remove the name (mappings in use stay valid)
  *     check NAME                 deep check of the segment's structures
  *     objects NAME               the named and unique objects: type, sizes, count
+ *     grant NAME --read|--write [--ttl TTL]
+ *                                a capability token for the segment (printed
+ *                                alone on stdout); TTL takes s, m, h, d suffixes,
+ *                                default 1h, at most 30d
+ *     rotate-key                 a new token key: every token so far is void
+ *   check and objects take --token TOKEN to open with a token.
  *
  * It goes through libmseg like any client (mseg_list, mseg_stat, mseg_open,
  * ...). Human output is a table on stdout; with --json, stdout gets exactly
@@ -28,6 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <sodium.h>
 
 #include "internal.h"
 #include "mseg.h"
@@ -59,7 +69,7 @@ static void json_str(const char *s, size_t len) {
                         p++;
                 } else {
                         size_t n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-                        if (n && (size_t) (end - p) >= n && mseg_proto_name_ok((const char *) p, n)) {
+                        if (n && (size_t) (end - p) >= n && mseg_proto_utf8_ok((const char *) p, n)) {
                                 fwrite(p, 1, n, stdout);
                                 p += n;
                         } else {
@@ -419,6 +429,49 @@ static int cmd_objects(const char *name) {
         return r < 0 ? EXIT_FAILURE : 0;
 }
 
+static int cmd_grant(const char *name, bool write, uint64_t ttl) {
+        char token[MSEG_TOKEN_MAX + 1], when[64];
+        uint64_t expires;
+        time_t t;
+        struct tm tm;
+        int r;
+
+        r = mseg_grant(name, write ? 0 : MSEG_READ_ONLY, ttl, &opts, token, sizeof(token), &expires);
+        if (r < 0)
+                return fail(r, name);
+        t = (time_t) expires;
+        if (!localtime_r(&t, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm))
+                snprintf(when, sizeof(when), "%" PRIu64, expires);
+        if (json) {
+                printf("{\"name\":");
+                json_cstr(name);
+                printf(",\"rights\":\"%s\",\"expires\":%" PRIu64 ",\"token\":\"%s\"}\n", write ? "write" : "read",
+                       expires, token);
+        } else {
+                printf("%s\n", token);
+                fprintf(stderr, "msegctl: %s token for segment ", write ? "read-write" : "read-only");
+                for (const char *p = name; *p; p++)
+                        fputc((unsigned char) *p < 0x20 || *p == 0x7f ? '?' : *p, stderr);
+                fprintf(stderr, ", valid until %s\n", when);
+        }
+        sodium_memzero(token, sizeof(token));
+        return 0;
+}
+
+static int cmd_rotate_key(void) {
+        uint32_t generation;
+        int r;
+
+        r = mseg__broker_rotate_key(&opts, &generation);
+        if (r < 0)
+                return fail(r, "rotate-key");
+        if (json)
+                printf("{\"generation\":%u}\n", generation);
+        else
+                printf("token key rotated: generation %u (every earlier token is void)\n", generation);
+        return 0;
+}
+
 /* ------------------------------------------------------------ arguments */
 
 static void usage(FILE *f) {
@@ -428,21 +481,26 @@ static void usage(FILE *f) {
                 "Commands:\n"
                 "  list                    list every segment\n"
                 "  stat NAME               describe one segment\n"
-                "  status                  msegd's use and limits\n"
+                "  status                  msegd's use against its limits, and your uid's\n"
                 "  create NAME --size SIZE [--max-size SIZE] [--mode MODE] [--persistent]\n"
                 "                          [--remove-on-last-close]\n"
                 "                          create a segment\n"
                 "  remove NAME             remove a segment's name (mappings stay valid)\n"
                 "  check NAME              check the segment's structures\n"
                 "  objects NAME            list its named and unique objects\n"
+                "  grant NAME --read|--write [--ttl TTL]\n"
+                "                          print a capability token for the segment\n"
+                "  rotate-key              new token key: every token so far stops working\n"
                 "\n"
                 "Options:\n"
+                "  --token TOKEN           check, objects: open with a capability token\n"
                 "  --socket PATH           msegd's socket (default: $MSEG_SOCKET, else /run/msegd/socket)\n"
                 "  --json                  one JSON document on stdout\n"
                 "  -h, --help              this text\n"
                 "  --version               print the version\n"
                 "\n"
-                "SIZE takes K, M, G, T suffixes (powers of 1024).\n"
+                "SIZE takes K, M, G, T suffixes (powers of 1024). TTL takes s, m, h, d\n"
+                "suffixes (default 1h, at most 30d).\n"
                 "Exit status: 0 success, 1 the operation failed, 2 usage error.\n");
 }
 
@@ -472,7 +530,33 @@ static int parse_size(const char *s, uint64_t *ret) {
         return 0;
 }
 
-enum { OPT_SOCKET = 256, OPT_JSON, OPT_SIZE, OPT_MAX_SIZE, OPT_MODE, OPT_PERSISTENT, OPT_AUTOREMOVE, OPT_VERSION };
+/* A lifetime: N[s|m|h|d], 1 s .. 30 days. */
+static int parse_ttl(const char *s, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+        uint64_t unit = 1;
+
+        if (*s < '0' || *s > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno)
+                return -EINVAL;
+        switch (*end) {
+        case 's': unit = 1; end++; break;
+        case 'm': unit = 60; end++; break;
+        case 'h': unit = 3600; end++; break;
+        case 'd': unit = 86400; end++; break;
+        default: break;
+        }
+        if (*end || v == 0 || v > MSEG_TOKEN_TTL_MAX / unit)
+                return -EINVAL;
+        *ret = (uint64_t) v * unit;
+        return 0;
+}
+
+enum { OPT_SOCKET = 256, OPT_JSON, OPT_SIZE, OPT_MAX_SIZE, OPT_MODE, OPT_PERSISTENT, OPT_AUTOREMOVE, OPT_VERSION,
+       OPT_READ, OPT_WRITE, OPT_TTL, OPT_TOKEN };
 
 int main(int argc, char **argv) {
         static const struct option longopts[] = {
@@ -483,11 +567,16 @@ int main(int argc, char **argv) {
                 { "mode", required_argument, NULL, OPT_MODE },
                 { "persistent", no_argument, NULL, OPT_PERSISTENT },
                 { "remove-on-last-close", no_argument, NULL, OPT_AUTOREMOVE },
+                { "read", no_argument, NULL, OPT_READ },
+                { "write", no_argument, NULL, OPT_WRITE },
+                { "ttl", required_argument, NULL, OPT_TTL },
+                { "token", required_argument, NULL, OPT_TOKEN },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { 0 },
         };
-        bool create_opts = false;
+        bool create_opts = false, grant_read = false, grant_write = false, ttl_given = false;
+        uint64_t ttl = 3600;
         const char *cmd, *name = NULL;
         int c;
 
@@ -528,6 +617,22 @@ int main(int argc, char **argv) {
                         opts.flags |= MSEG_REMOVE_ON_LAST_CLOSE;
                         create_opts = true;
                         break;
+                case OPT_READ:
+                        grant_read = true;
+                        break;
+                case OPT_WRITE:
+                        grant_write = true;
+                        break;
+                case OPT_TTL:
+                        if (parse_ttl(optarg, &ttl) < 0) {
+                                fprintf(stderr, "msegctl: bad ttl \"%s\" (1s to 30d: N with s, m, h or d)\n", optarg);
+                                return EXIT_USAGE;
+                        }
+                        ttl_given = true;
+                        break;
+                case OPT_TOKEN:
+                        opts.token = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -555,15 +660,23 @@ int main(int argc, char **argv) {
                                 "are for create\n");
                 return EXIT_USAGE;
         }
-        if (strcmp(cmd, "list") == 0 || strcmp(cmd, "status") == 0) {
+        if ((grant_read || grant_write || ttl_given) && strcmp(cmd, "grant") != 0) {
+                fprintf(stderr, "msegctl: --read, --write and --ttl are for grant\n");
+                return EXIT_USAGE;
+        }
+        if (opts.token && strcmp(cmd, "check") != 0 && strcmp(cmd, "objects") != 0) {
+                fprintf(stderr, "msegctl: --token is for check and objects\n");
+                return EXIT_USAGE;
+        }
+        if (strcmp(cmd, "list") == 0 || strcmp(cmd, "status") == 0 || strcmp(cmd, "rotate-key") == 0) {
                 if (name) {
                         fprintf(stderr, "msegctl: %s takes no argument\n", cmd);
                         return EXIT_USAGE;
                 }
-                return cmd[0] == 'l' ? cmd_list() : cmd_status();
+                return cmd[0] == 'l' ? cmd_list() : cmd[0] == 'r' ? cmd_rotate_key() : cmd_status();
         }
         if (strcmp(cmd, "stat") != 0 && strcmp(cmd, "create") != 0 && strcmp(cmd, "remove") != 0 &&
-            strcmp(cmd, "check") != 0 && strcmp(cmd, "objects") != 0) {
+            strcmp(cmd, "check") != 0 && strcmp(cmd, "objects") != 0 && strcmp(cmd, "grant") != 0) {
                 fprintf(stderr, "msegctl: unknown command \"%s\"\n", cmd);
                 usage(stderr);
                 return EXIT_USAGE;
@@ -583,6 +696,13 @@ int main(int argc, char **argv) {
         }
         if (strcmp(cmd, "remove") == 0)
                 return cmd_remove(name);
+        if (strcmp(cmd, "grant") == 0) {
+                if (grant_read == grant_write) {
+                        fprintf(stderr, "msegctl: grant needs one of --read and --write\n");
+                        return EXIT_USAGE;
+                }
+                return cmd_grant(name, grant_write, ttl);
+        }
         if (strcmp(cmd, "check") == 0)
                 return cmd_check(name);
         return cmd_objects(name);

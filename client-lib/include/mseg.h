@@ -113,7 +113,15 @@ struct mseg_options {
 #define MSEG_NAME_MAX   255                           /* object and segment names */
 
 /** Open the shared segment @p name through msegd, creating it if @p how says so.
- * Segment names are 1..255 bytes without '/'.
+ * Segment names are 1..255 bytes of UTF-8 without '/' (or NUL), and not "."
+ * or "..".
+ * With @p opts->token (MSEG_OPEN_ONLY only), the token alone decides: it
+ * opens the segment it was granted for, with at most its rights, whatever
+ * the caller's uid. A read token needs MSEG_READ_ONLY (or
+ * MSEG_COPY_ON_WRITE); asking it for more is -EACCES. A token that is
+ * garbled, truncated, forged, expired, made before `msegctl rotate-key`, or
+ * for another segment (also: a segment removed and created again under the
+ * same name) is MSEG_E_TOKEN, mseg_last_error() saying which.
  * @param[out] ret_seg  set only on success; release with mseg_close().
  * @return 0, -EINVAL, -ENAMETOOLONG, -ENOENT, -EEXIST, -EACCES, -ENOMEM,
  *         -EDQUOT, -ENOSPC, MSEG_E_NODAEMON, MSEG_E_LIMIT, MSEG_E_TOKEN,
@@ -133,6 +141,26 @@ MSEG_API MSEG_MUST_CHECK int mseg_remove(const char *name, const struct mseg_opt
  *         msegd never waits on a segment; try again), MSEG_E_NODAEMON,
  *         MSEG_E_PROTO. */
 MSEG_API MSEG_MUST_CHECK int mseg_grow(mseg *seg, uint64_t new_size);
+
+#define MSEG_TOKEN_MAX          512u     /* longest token, without its NUL */
+#define MSEG_TOKEN_TTL_MAX      2592000u /* longest token lifetime: 30 days, in seconds */
+
+/** Ask msegd for a capability token to the brokered segment @p name: whoever
+ * presents it (mseg_options.token with MSEG_OPEN_ONLY) may open that
+ * segment, whatever its uid, for @p ttl_seconds (1..MSEG_TOKEN_TTL_MAX) or
+ * until `msegctl rotate-key`. @p flags: MSEG_READ_ONLY for a read token, 0
+ * for a read-write one. The caller must itself have the rights it grants
+ * (write implies read). The token is printable (URL-safe base64): pass it
+ * on through argv, the environment or a file. @p opts: only socket_path is
+ * used.
+ * @param[out] ret_token    @p cap bytes (MSEG_TOKEN_MAX + 1 always suffice):
+ *                          the NUL-terminated token, written only on success.
+ * @param[out] ret_expires  may be NULL: when it expires, in seconds since the epoch.
+ * @return 0, -EINVAL, -ENAMETOOLONG, -ERANGE (@p cap too small), -ENOENT,
+ *         -EACCES, MSEG_E_NODAEMON, MSEG_E_PROTO, MSEG_E_VERSION. */
+MSEG_API MSEG_MUST_CHECK int mseg_grant(const char *name, uint32_t flags, uint64_t ttl_seconds,
+                                        const struct mseg_options *opts, char *ret_token, size_t cap,
+                                        uint64_t *ret_expires);
 
 /** A brokered segment as msegd describes it (mseg_stat(), mseg_list()). */
 struct mseg_segment_info {
