@@ -550,10 +550,12 @@ int main(int argc, char **argv) {
         raise_nofile();
         if (prepare_state_dir() < 0)
                 return 1;
-        if (tokens_init(&cfg) < 0)
-                return 1;
         if (!cfg.foreground && !shim_managed())
                 ready_fd = detach();        /* a service manager tracks the process it started */
+        /* After detaching: memory locks (the key's page) are not inherited
+         * across fork(). */
+        if (tokens_init(&cfg) < 0)
+                return 1;
 
         r = uv_loop_init(&loop);
         if (r < 0) {
