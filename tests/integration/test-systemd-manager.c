@@ -297,6 +297,9 @@ int main(void) {
                  "[Service]\nExecStart=\nExecStart=%s --foreground --state-dir=${STATE_DIRECTORY}\n"
                  "User=\nGroup=\nProtectHome=no\nProtectKernelTunables=no\nProtectKernelLogs=no\n"
                  "ProtectControlGroups=no\nProtectProc=default\nProcSubset=all\n"
+                 /* the build tree (msegd, libmseg.so) may live under /tmp:
+                  * CI clones there, and PrivateTmp= would hide it */
+                 "PrivateTmp=no\n"
                  "Environment=ASAN_OPTIONS=detect_leaks=0\n", msegd);
         write_file(HOME "/.config/systemd/user/msegd.service.d/test.conf", text);
 
