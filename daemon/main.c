@@ -117,32 +117,6 @@ static int parse_u64(const char *s, uint64_t *ret) {
         return 0;
 }
 
-static int parse_size(const char *s, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-        unsigned shift = 0;
-
-        if (!*s || *s == '-')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || end == s)
-                return -EINVAL;
-        switch (*end) {
-        case 'k': case 'K': shift = 10; end++; break;
-        case 'm': case 'M': shift = 20; end++; break;
-        case 'g': case 'G': shift = 30; end++; break;
-        case 't': case 'T': shift = 40; end++; break;
-        default: break;
-        }
-        if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-                end += strlen(end);
-        if (*end || (shift && v > (UINT64_MAX >> shift)))
-                return -EINVAL;
-        *ret = (uint64_t) v << shift;
-        return 0;
-}
-
 static int parse_ms(const char *s, uint64_t *ret) {
         char *end;
         double v;
@@ -163,7 +137,7 @@ static int set_option(int id, const char *arg, const char *where) {
 
         switch (d->kind) {
         case K_COUNT: r = parse_u64(arg, &v); break;
-        case K_SIZE: r = parse_size(arg, &v); break;
+        case K_SIZE: r = mseg_proto_parse_size(arg, &v); break;
         case K_MS: r = parse_ms(arg, &v); break;
         case K_MODE: {
                 char *end;

@@ -61,6 +61,10 @@ enum mseg_proto_op {
 /* Wire name of an op ("open-or-create"), or NULL. */
 const char *mseg_proto_op_name(enum mseg_proto_op op);
 
+/* units.c: "64M", "1GiB", "4096" -> bytes (K = 1024); 0 or -EINVAL. Shared
+ * by msegd's options and msegctl's arguments. */
+int mseg_proto_parse_size(const char *s, uint64_t *ret);
+
 /* One request. Fields an op does not use are zero. */
 struct mseg_proto_request {
         uint64_t id;                    /* echoed by the reply */

@@ -504,32 +504,6 @@ static void usage(FILE *f) {
                 "Exit status: 0 success, 1 the operation failed, 2 usage error.\n");
 }
 
-static int parse_size(const char *s, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-        unsigned shift = 0;
-
-        if (!*s || *s == '-')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || end == s)
-                return -EINVAL;
-        switch (*end) {
-        case 'k': case 'K': shift = 10; end++; break;
-        case 'm': case 'M': shift = 20; end++; break;
-        case 'g': case 'G': shift = 30; end++; break;
-        case 't': case 'T': shift = 40; end++; break;
-        default: break;
-        }
-        if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-                end += strlen(end);
-        if (*end || (shift && v > (UINT64_MAX >> shift)))
-                return -EINVAL;
-        *ret = (uint64_t) v << shift;
-        return 0;
-}
-
 /* A lifetime: N[s|m|h|d], 1 s .. 30 days. */
 static int parse_ttl(const char *s, uint64_t *ret) {
         char *end;
@@ -590,7 +564,7 @@ int main(int argc, char **argv) {
                         break;
                 case OPT_SIZE:
                 case OPT_MAX_SIZE:
-                        if (parse_size(optarg, c == OPT_SIZE ? &opts.size : &opts.max_size) < 0) {
+                        if (mseg_proto_parse_size(optarg, c == OPT_SIZE ? &opts.size : &opts.max_size) < 0) {
                                 fprintf(stderr, "msegctl: bad size \"%s\"\n", optarg);
                                 return EXIT_USAGE;
                         }
