@@ -1583,7 +1583,10 @@ static int check_magazine(struct mseg__alloc_local *L, struct a_heap *h, bool du
                         r = pcorrupt(c, "magazine count out of range");
                         break;
                 }
-                if (!n)
+                /* A live owner pushes and pops without a lock: what lies
+                 * past a count read a moment ago may already be anyone's
+                 * block. Its entries are judged only where they hold still. */
+                if (!n || !dups)
                         continue;
                 if (L->writable && (r = pool_lock(L, c)) < 0)
                         break;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -190,7 +191,33 @@ int mseg__lock_consistent(mseg_lock *l) {
 }
 
 void mseg__unlock(mseg_lock *l) {
+        int r;
+
         if (held)
                 held--;
-        pthread_mutex_unlock(&l->m);
+        r = pthread_mutex_unlock(&l->m);
+#ifdef __GLIBC__
+        if (r != 0) {
+                /* Someone rewrote the mutex while we held it: its word no
+                 * longer names us (EPERM) or its kind is garbage (EINVAL).
+                 * glibc then leaves it in this thread's robust list, whose
+                 * next lock would write through it, into memory that may be
+                 * unmapped by then (SIGSEGV), and nobody could ever take it
+                 * again. We do hold it: put back what glibc checks, and let
+                 * it unlock (and unlink) for real. The robust-list links
+                 * themselves must not have been rewritten (test-scribble's
+                 * known gap). */
+                uint32_t tid = (uint32_t) gettid();
+                uint32_t w = __atomic_load_n(&l->m.__data.__lock, __ATOMIC_RELAXED);
+
+                l->m.__data.__kind = expected_kind();
+                l->m.__data.__owner = (int) tid;
+                l->m.__data.__nusers = 1;
+                l->m.__data.__count = 0;
+                __atomic_store_n(&l->m.__data.__lock, tid | (w & FUTEX_WAITERS), __ATOMIC_RELEASE);
+                (void) pthread_mutex_unlock(&l->m);
+        }
+#else
+        (void) r;
+#endif
 }

@@ -487,8 +487,23 @@ void mseg__slots_cached(struct mseg__alloc_local *L, uint64_t cached[A_NCLASSES]
         }
 }
 
+static int slots_check_locked(struct mseg__alloc_local *L);
+
 int mseg__slots_check(struct mseg__alloc_local *L) {
+        int r = 0;
+
         self_identity();
+        /* Claims and releases happen under the slot lock: a slot between
+         * its state and its record is not damage. */
+        if (L->writable && (r = slot_lock(L)) < 0)
+                return r;
+        r = slots_check_locked(L);
+        if (L->writable)
+                slot_unlock(L);
+        return r;
+}
+
+static int slots_check_locked(struct mseg__alloc_local *L) {
         for (uint32_t i = 0; i < L->nslots; i++) {
                 mseg_slot *s = mseg__slot_at(L, i);
                 uint64_t v = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -509,10 +524,11 @@ int mseg__slots_check(struct mseg__alloc_local *L) {
                 if (!h || !mseg__pages_is_run(L, (uint32_t) ((heap_off - L->data_off) >> A_UNIT_SHIFT), A_RUN_META))
                         return mseg__error(MSEG_E_CORRUPT, "slot %u: bad magazine record offset %llu", i,
                                            (unsigned long long) heap_off);
-                /* duplicates only where the magazine holds still: our own
-                 * thread's, or a dead owner's */
+                /* entries and duplicates only where the magazine holds
+                 * still: our own thread's, or a dead owner's (a reclaimer
+                 * holds the slot lock, as we do) */
                 r = mseg__alloc_check_heap(L, h, (mseg__tc[0].uid == L->uid && mseg__tc[0].heap == h) ||
-                                                         (st == MSEG_SLOT_LIVE && owner_dead(L, s)));
+                                                         st == MSEG_SLOT_RECLAIMING || owner_dead(L, s));
                 if (r < 0)
                         return r;
         }

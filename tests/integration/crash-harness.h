@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -177,6 +178,12 @@ static inline uint64_t ch_word(uint64_t id, size_t j) {
         fprintf(stderr, "%s:%d: pid %d: ", __FILE__, __LINE__, (int) getpid()); \
         fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); \
 } while (0)
+
+/* In a child: die with the test, whatever ends it (a failed assertion, the
+ * alarm), rather than run on. */
+static inline void ch_die_with_parent(void) {
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
 
 /* ------------------------------------------------------- block contents */
 
@@ -668,6 +675,7 @@ static inline void ch_spawn(struct ch_run *R, unsigned i, int point, const char 
         if (p->pid == 0) {
                 char *argv[] = { "crash-worker", "worker", (char *) argv0_mode, R->t.where, R->t.sock, idx, seed,
                                  NULL };
+                ch_die_with_parent();
                 if (dup2(R->shm_fd, CH_SHM_FD) < 0)
                         _exit(126);
                 if (point >= 0) {
@@ -930,9 +938,13 @@ static inline void ch_verify(struct ch_run *R, unsigned round_kills) {
                 cand = realloc(cand, ncand_max * sizeof(*cand));
                 ASSERT(cand || !ncand_max);
         }
+        char ops_seen[128] = "";
         for (size_t pi = 0; pi < R->npending; pi++) {
                 struct ch_worker *w = &R->pending[pi];
                 uint32_t op = atomic_load(&w->op);
+                size_t len = strlen(ops_seen);
+
+                snprintf(ops_seen + len, sizeof(ops_seen) - len, " %u", op);
 
                 switch (op) {
                 case CH_OP_ALLOC_INTO: {
@@ -1030,6 +1042,9 @@ static inline void ch_verify(struct ch_run *R, unsigned round_kills) {
                         (unsigned long long) reach);
         if (leak > R->leak && leak - R->leak > R->leak_max_round)
                 R->leak_max_round = leak - R->leak;
+        if (leak > R->leak && getenv("CH_DEBUG"))
+                fprintf(stderr, "round %u: %llu bytes leaked, %u kill(s), cut operations:%s\n", R->rounds,
+                        (unsigned long long) (leak - R->leak), round_kills, ops_seen);
         if (leak > R->leak + (uint64_t) round_kills * CH_LEAK_PER_KILL)
                 CH_FAIL(R->sh, "round %u leaked %llu bytes with %u kill(s) (bound %llu per kill)", R->rounds,
                         (unsigned long long) (leak - R->leak), round_kills, (unsigned long long) CH_LEAK_PER_KILL);
@@ -1260,6 +1275,7 @@ static inline void ch_msegd_start(struct ch_msegd *d, const char *const *extra) 
                         dup2(fd, 2);
                 }
                 unsetenv("MSEG_TEST_HOOK");
+                ch_die_with_parent();
                 execv(msegd, (char *const *) argv);
                 _exit(127);
         }
@@ -1355,6 +1371,7 @@ static inline int ch_into_kill(const struct ch_target *t, const char *self, mseg
         if (pid == 0) {
                 char *argv[] = { "crash-into", "into", t->mode == CH_FILE ? "file" : "brokered", (char *) t->where,
                                  (char *) t->sock, sz, NULL };
+                ch_die_with_parent();
                 if (dup2(fds[1], CH_HOOK_FD) < 0)
                         _exit(126);
                 setenv("MSEG_TEST_HOOK", hook, 1);

@@ -51,12 +51,19 @@ static pid_t *live_pids;        /* killed at exit, so a failure leaves none behi
 static int nlive_pids;
 static pid_t parent_pid;
 
+static struct ch_msegd pd;     /* msegd of the persistent part */
+
 static void kill_clients(void) {
         if (getpid() != parent_pid)
                 return;
         for (int i = 0; i < nlive_pids; i++)
                 if (live_pids[i] > 0)
                         kill(live_pids[i], SIGKILL);
+        if (pd.pid > 0) {
+                kill(pd.pid, SIGKILL);
+                waitpid(pd.pid, NULL, 0);
+                pd.pid = 0;
+        }
 }
 
 #define DFAIL(...) do { \
@@ -286,6 +293,7 @@ static void client_dies(const struct mseg_options *o) {
         if (pid == 0) {
                 mseg *s;
                 void *p[20];
+                ch_die_with_parent();
                 alarm(30);
                 if (mseg_open(&s, "crashd-mem", MSEG_OPEN_ONLY, o) < 0)
                         _exit(1);
@@ -329,6 +337,7 @@ static void test_msegd_hooked(mseg *seg, const struct mseg_options *o) {
                         mseg *s;
                         alarm(30);
                         setenv("MSEG_TIMEOUT_MS", "3000", 1);
+                        ch_die_with_parent();
                         if (mseg_open(&s, "crashd-mem", MSEG_OPEN_ONLY, o) < 0)
                                 _exit(1);
                         (void) !mseg_grow(s, mseg_size(s) + (1 << 20));   /* msegd dies under it */
@@ -373,8 +382,10 @@ static void test_fdstore(void) {
         for (int i = 0; i < NCLIENTS_MEM; i++) {
                 pids[i] = fork();
                 ASSERT(pids[i] >= 0);
-                if (pids[i] == 0)
+                if (pids[i] == 0) {
+                        ch_die_with_parent();
                         client(i, mgr.sock_path, "crashd-mem", true);
+                }
         }
         wait_count(&sh->ready, NCLIENTS_MEM, "opened the segment");
         atomic_store(&sh->phase, 1);
@@ -423,7 +434,7 @@ static void test_fdstore(void) {
 /* ---- 2. persistent segment, state file ---- */
 
 static void test_persistent(void) {
-        static struct ch_msegd d;
+        struct ch_msegd *d = &pd;
         static const char *const args[] = { "--sync-interval", "1", NULL };
         struct mseg_options o = { .size = 16 << 20, .max_size = 16 << 20, .flags = MSEG_PERSISTENT };
         static pid_t pids[NCLIENTS_PERSIST];
@@ -431,8 +442,8 @@ static void test_persistent(void) {
         mseg *seg, *copy;
         int r;
 
-        ch_msegd_start(&d, args);
-        o.socket_path = d.sock;
+        ch_msegd_start(d, args);
+        o.socket_path = d->sock;
         ASSERT_OK(mseg_open(&seg, "crashd-persist", MSEG_CREATE_ONLY, &o));
         ASSERT_NOT_NULL(mseg_construct(seg, "ctr", &u64_type, NCLIENTS_MEM, NULL, NULL));
         reset_shared();
@@ -441,17 +452,19 @@ static void test_persistent(void) {
         for (int i = 0; i < NCLIENTS_PERSIST; i++) {
                 pids[i] = fork();
                 ASSERT(pids[i] >= 0);
-                if (pids[i] == 0)
-                        client(i, d.sock, "crashd-persist", false);
+                if (pids[i] == 0) {
+                        ch_die_with_parent();
+                        client(i, d->sock, "crashd-persist", false);
+                }
         }
         wait_count(&sh->ready, NCLIENTS_PERSIST, "opened the segment");
         atomic_store(&sh->phase, 1);
         /* Several copies are taken while the clients work. */
         check_progress(pids, NCLIENTS_PERSIST, 2500, "with msegd running");
-        ch_msegd_stop(&d, SIGKILL);
+        ch_msegd_stop(d, SIGKILL);
         atomic_store(&sh->phase, 2);
         check_progress(pids, NCLIENTS_PERSIST, 300, "after msegd was killed");
-        ch_msegd_start(&d, args);
+        ch_msegd_start(d, args);
         atomic_store(&sh->phase, 3);
         wait_count(&sh->reopened, NCLIENTS_PERSIST, "worked in the restored copy");
         /* The copy is sound (once repaired). */
@@ -476,8 +489,8 @@ static void test_persistent(void) {
         mseg_close(copy);
         mseg_close(seg);
         ASSERT_OK(mseg_remove("crashd-persist", &o));
-        ch_msegd_stop(&d, SIGTERM);
-        ch_msegd_cleanup(&d);
+        ch_msegd_stop(d, SIGTERM);
+        ch_msegd_cleanup(d);
 }
 
 int main(void) {

@@ -74,6 +74,7 @@ static void test_reclaim_at_attach(const struct ch_target *t, mseg *seg) {
         if (pid == 0) {
                 mseg *s;
                 void *tmp[40];
+                ch_die_with_parent();
                 ASSERT_OK(ch_open(t, &s, MSEG_OPEN_ONLY));
                 d = mseg_find(s, "into", &ch_dir_type, &n);
                 for (int i = 0; i < 10; i++)            /* linked: stay allocated */
@@ -159,6 +160,7 @@ static void kill_script(const char *self, const struct ch_target *t, const char 
         ASSERT(pid >= 0);
         if (pid == 0) {
                 char *argv[] = { "crash-script", "script", (char *) what, (char *) t->where, NULL };
+                ch_die_with_parent();
                 if (dup2(fds[1], CH_HOOK_FD) < 0)
                         _exit(126);
                 setenv("MSEG_TEST_HOOK", hook, 1);
