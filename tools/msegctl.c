@@ -326,12 +326,20 @@ static int cmd_check(const char *name) {
         if (r < 0)
                 return fail(r, name);
         r = mseg_check(seg);
+        struct mseg_stats st;
+        bool have_stats = r == 0 && mseg_stats(seg, &st) == 0;
         if (json) {
                 printf("{\"name\":");
                 json_cstr(name);
                 printf(",\"ok\":%s,\"size\":%" PRIu64 ",\"free\":%" PRIu64 ",\"named\":%zu,\"unique\":%zu",
                        r == 0 ? "true" : "false", mseg_size(seg), r == 0 ? mseg_free_memory(seg) : 0,
                        r == 0 ? mseg_named_count(seg) : 0, r == 0 ? mseg_unique_count(seg) : 0);
+                if (have_stats)
+                        printf(",\"allocated\":%" PRIu64 ",\"allocated_blocks\":%" PRIu64 ",\"cached\":%" PRIu64
+                               ",\"lock_repairs\":%" PRIu64 ",\"slots_live\":%u,\"slots_dead\":%u"
+                               ",\"slots_reclaimed\":%" PRIu64 ",\"poisoned\":%s",
+                               st.allocated_bytes, st.allocated_blocks, st.cached_bytes, st.lock_repairs,
+                               st.slots_live, st.slots_dead, st.slots_reclaimed, st.poisoned ? "true" : "false");
                 if (r < 0) {
                         printf(",\"error\":{\"code\":");
                         json_cstr(mseg_proto_code_name(r));
@@ -347,6 +355,14 @@ static int cmd_check(const char *name) {
                 printf(": ok (%s usable, %s free, %zu named, %zu unique objects)\n",
                        human(mseg_size(seg), a, sizeof(a)), human(mseg_free_memory(seg), b, sizeof(b)),
                        mseg_named_count(seg), mseg_unique_count(seg));
+                /* What dead processes left: allocated bytes nobody may
+                 * reference any more show up here, next to the repairs. */
+                if (have_stats)
+                        printf("  allocated %s in %" PRIu64 " blocks, %s in caches; %" PRIu64 " lock repairs, "
+                               "%u live and %u dead attachments, %" PRIu64 " reclaimed\n",
+                               human(st.allocated_bytes, a, sizeof(a)), st.allocated_blocks,
+                               human(st.cached_bytes, b, sizeof(b)), st.lock_repairs, st.slots_live,
+                               st.slots_dead, st.slots_reclaimed);
         } else {
                 printf("segment ");
                 text_str(name, strlen(name));

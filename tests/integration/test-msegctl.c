@@ -125,8 +125,11 @@ int main(void) {
         CTL(0, "check", "alpha");
         OUT_HAS("ok");
         OUT_HAS("3 named");
+        OUT_HAS("lock repairs");                /* the leak/repair figures of issue 6 */
         CTL(0, "--json", "check", "alpha");
         OUT_HAS("\"ok\":true");
+        OUT_HAS("\"allocated_blocks\":");
+        OUT_HAS("\"slots_dead\":0");
         /* Damage the header: check reports it and fails. */
         ((uint8_t *) mseg_address(s))[40] ^= 0xff;
         CTL(1, "check", "alpha");
