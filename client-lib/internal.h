@@ -217,6 +217,9 @@ int mseg__registry_validate(const mseg_header *h, uint64_t size);
 int mseg__registry_attach(struct mseg *seg);
 void mseg__registry_detach(struct mseg *seg);
 int mseg__registry_check(struct mseg *seg);
+/* True while the calling thread holds @seg's registry lock (inside an init
+ * or destroy callback, or mseg_atomic()). */
+bool mseg__registry_held_by_me(struct mseg *seg);
 
 /* ---- broker.c: brokered segments ---- */
 

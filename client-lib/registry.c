@@ -109,6 +109,10 @@ static struct held *held_find(const reg_root *root) {
 
 static int reg_repair(struct mseg *seg);
 
+bool mseg__registry_held_by_me(struct mseg *seg) {
+        return held_find(reg_root_of(seg)) != NULL;
+}
+
 /* Take the registry lock, or nest inside this thread's hold of it. Returns
  * the nesting depth (>= 1) or a negative error. */
 static int reg_lock(struct mseg *seg, reg_root *root) {

@@ -216,6 +216,15 @@ void mseg__handle_free(struct mseg *seg) {
 mseg *mseg_close(mseg *seg) {
         if (!seg)
                 return NULL;
+        /* Unmapping a segment while this thread holds one of its locks would
+         * lose the lock for good (the kernel could not mark it owner-died)
+         * and free memory the caller's caller still uses. Closing from inside
+         * an init or destroy callback or mseg_atomic() is therefore refused:
+         * the handle stays open, a leak rather than a wedged segment. */
+        if (mseg__registry_held_by_me(seg)) {
+                mseg__error(-EBUSY, "mseg_close inside a callback that holds the segment's lock: handle left open");
+                return NULL;
+        }
         mseg__registry_detach(seg);
         mseg__alloc_detach(seg);
         if (seg->kind == MSEG__KIND_SHM)

@@ -230,7 +230,10 @@ MSEG_API MSEG_MUST_CHECK int mseg_buffer_create(mseg **ret_seg, void *buf, uint6
 MSEG_API MSEG_MUST_CHECK int mseg_buffer_attach(mseg **ret_seg, void *buf, uint64_t size);
 
 /** Detach: unmap (or forget) the memory and free the handle, never the shared
- * contents. NULL-safe; returns NULL. */
+ * contents. NULL-safe; returns NULL. Called from inside an init or destroy
+ * callback or mseg_atomic() on the same segment, it does nothing (the handle
+ * stays open and mseg_last_error() says so): unmapping while the segment's
+ * lock is held would lose the lock. */
 MSEG_API mseg *mseg_close(mseg *seg);
 
 /** Base address of the mapping, and its total size in bytes (for brokered
