@@ -11,6 +11,7 @@ rm -rf build-test build-asan
 meson setup build-test --buildtype=debugoptimized -Dwerror=$werror >/dev/null
 ninja -C build-test
 meson test -C build-test --print-errorlogs --num-processes "$jobs"
+bash scripts/check-install.sh build-test
 
 meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
   -Dwerror=$werror >/dev/null
