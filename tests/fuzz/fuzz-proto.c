@@ -90,6 +90,8 @@ static void fuzz_request(const uint8_t *data, size_t size) {
         ssize_t n;
         int r;
 
+        memset(&q, 0, sizeof(q));      /* no bytes of an earlier input */
+        memset(&q2, 0, sizeof(q2));
         r = mseg_proto_decode_request(data, size, &q, &has_id, err, sizeof(err));
         if (r < 0) {
                 err_terminated(err, sizeof(err));
@@ -159,6 +161,13 @@ static void fuzz_reply(const uint8_t *data, size_t size, enum mseg_proto_op op) 
         ssize_t n;
         int r;
 
+        /* Fresh state for every input: the statics would otherwise carry
+         * bytes of an earlier input that a decode leaves alone into the
+         * comparisons below (a false alarm libFuzzer found). */
+        memset(&p, 0, sizeof(p));
+        memset(&p2, 0, sizeof(p2));
+        memset(segs, 0, sizeof(segs));
+        memset(segs2, 0, sizeof(segs2));
         p.segs = segs;
         r = mseg_proto_decode_reply(data, size, op, &p, err, sizeof(err));
         if (r < 0) {
