@@ -133,6 +133,65 @@ static int try_once(mseg_lock *l) {
 static __thread bool no_wait;
 static __thread unsigned held;          /* segment locks this thread holds */
 
+/* glibc keeps each held robust mutex in the thread's robust list through
+ * two pointers inside the mutex (__list.__prev/__next), and unlock writes
+ * through them. Those bytes sit in the segment, where any client can
+ * rewrite them while we hold the lock, which would turn our unlock into a
+ * write wherever they point. So the holder keeps its own copy of the links
+ * of every segment lock it holds, taken right after each of its own lock
+ * and unlock calls (the only times they change legitimately), and puts the
+ * copy back before glibc reads them. */
+#ifdef __GLIBC__
+#define MAX_LINKS 8
+static __thread struct saved_links {
+        mseg_lock *l;
+        struct __pthread_internal_list *prev, *next;
+} links[MAX_LINKS];
+static __thread unsigned nlinks;
+
+static void links_snapshot(void) {
+        for (unsigned i = 0; i < nlinks; i++) {
+                links[i].prev = links[i].l->m.__data.__list.__prev;
+                links[i].next = links[i].l->m.__data.__list.__next;
+        }
+}
+
+static void links_held(mseg_lock *l) {
+        if (nlinks < MAX_LINKS)
+                links[nlinks++].l = l;
+        links_snapshot();
+}
+
+static void links_restore(mseg_lock *l) {
+        for (unsigned i = 0; i < nlinks; i++)
+                if (links[i].l == l) {
+                        l->m.__data.__list.__prev = links[i].prev;
+                        l->m.__data.__list.__next = links[i].next;
+                }
+}
+
+static void links_released(mseg_lock *l) {
+        for (unsigned i = 0; i < nlinks; i++)
+                if (links[i].l == l) {
+                        links[i] = links[--nlinks];
+                        break;
+                }
+        links_snapshot();
+}
+#else
+static void links_held(mseg_lock *l) { (void) l; }
+static void links_restore(mseg_lock *l) { (void) l; }
+static void links_released(mseg_lock *l) { (void) l; }
+#endif
+
+static int took(mseg_lock *l, int r) {
+        if (r >= 0) {
+                held++;
+                links_held(l);
+        }
+        return r;
+}
+
 void mseg__lock_nowait(bool on) {
         no_wait = on;
 }
@@ -145,11 +204,8 @@ int mseg__lock(mseg_lock *l) {
         if (!kind_ok(l))
                 return kind_corrupt(l);
         r = try_once(l);
-        if (r != EBUSY) {
-                r = lock_result(l, r);
-                held += r >= 0;
-                return r;
-        }
+        if (r != EBUSY)
+                return took(l, lock_result(l, r));
         if (no_wait && held == 0)
                 return mseg__error(-EBUSY, "segment lock busy (this thread does not wait on segments)");
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -159,19 +215,13 @@ int mseg__lock(mseg_lock *l) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;
         }
-        r = lock_result(l, pthread_mutex_timedlock(&l->m, &ts));
-        held += r >= 0;
-        return r;
+        return took(l, lock_result(l, pthread_mutex_timedlock(&l->m, &ts)));
 }
 
 int mseg__trylock(mseg_lock *l) {
-        int r;
-
         if (!kind_ok(l))
                 return kind_corrupt(l);
-        r = lock_result(l, try_once(l));
-        held += r >= 0;
-        return r;
+        return took(l, lock_result(l, try_once(l)));
 }
 
 void mseg__lock_reset_dead(mseg_lock *l) {
@@ -195,6 +245,7 @@ void mseg__unlock(mseg_lock *l) {
 
         if (held)
                 held--;
+        links_restore(l);
         r = pthread_mutex_unlock(&l->m);
 #ifdef __GLIBC__
         if (r != 0) {
@@ -215,9 +266,11 @@ void mseg__unlock(mseg_lock *l) {
                 l->m.__data.__nusers = 1;
                 l->m.__data.__count = 0;
                 __atomic_store_n(&l->m.__data.__lock, tid | (w & FUTEX_WAITERS), __ATOMIC_RELEASE);
+                links_restore(l);
                 (void) pthread_mutex_unlock(&l->m);
         }
 #else
         (void) r;
 #endif
+        links_released(l);
 }
