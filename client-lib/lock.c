@@ -146,6 +146,9 @@ static __thread unsigned held;          /* segment locks this thread holds */
 static __thread struct saved_links {
         mseg_lock *l;
         struct __pthread_internal_list *prev, *next;
+        int owner;                      /* what glibc stored when we took it */
+        unsigned nusers;
+        uint32_t tid;                   /* the TID bits of the lock word */
 } links[MAX_LINKS];
 static __thread unsigned nlinks;
 
@@ -157,17 +160,39 @@ static void links_snapshot(void) {
 }
 
 static void links_held(mseg_lock *l) {
-        if (nlinks < MAX_LINKS)
-                links[nlinks++].l = l;
+        if (nlinks < MAX_LINKS) {
+                links[nlinks].l = l;
+                links[nlinks].owner = l->m.__data.__owner;
+                links[nlinks].nusers = l->m.__data.__nusers;
+                links[nlinks].tid = __atomic_load_n(&l->m.__data.__lock, __ATOMIC_RELAXED) & FUTEX_TID_MASK;
+                nlinks++;
+        }
         links_snapshot();
 }
 
+/* Put back everything glibc's unlock reads, as it was when we took the
+ * lock, so a rewrite made while we held it cannot steer the unlock. */
 static void links_restore(mseg_lock *l) {
         for (unsigned i = 0; i < nlinks; i++)
                 if (links[i].l == l) {
+                        uint32_t w = __atomic_load_n(&l->m.__data.__lock, __ATOMIC_RELAXED);
+
+                        l->m.__data.__kind = expected_kind();
+                        l->m.__data.__owner = links[i].owner;
+                        l->m.__data.__nusers = links[i].nusers;
+                        l->m.__data.__count = 0;
+                        if ((w & FUTEX_TID_MASK) != links[i].tid)
+                                __atomic_store_n(&l->m.__data.__lock, links[i].tid | (w & FUTEX_WAITERS),
+                                                 __ATOMIC_RELAXED);
                         l->m.__data.__list.__prev = links[i].prev;
                         l->m.__data.__list.__next = links[i].next;
                 }
+}
+
+static void links_consistent(mseg_lock *l) {
+        for (unsigned i = 0; i < nlinks; i++)
+                if (links[i].l == l)
+                        links[i].owner = l->m.__data.__owner;
 }
 
 static void links_released(mseg_lock *l) {
@@ -182,6 +207,7 @@ static void links_released(mseg_lock *l) {
 static void links_held(mseg_lock *l) { (void) l; }
 static void links_restore(mseg_lock *l) { (void) l; }
 static void links_released(mseg_lock *l) { (void) l; }
+static void links_consistent(mseg_lock *l) { (void) l; }
 #endif
 
 static int took(mseg_lock *l, int r) {
@@ -237,7 +263,10 @@ void mseg__lock_reset_dead(mseg_lock *l) {
 }
 
 int mseg__lock_consistent(mseg_lock *l) {
-        return -pthread_mutex_consistent(&l->m);
+        int r = -pthread_mutex_consistent(&l->m);
+
+        links_consistent(l);    /* glibc now names us the owner, no longer "inconsistent" */
+        return r;
 }
 
 void mseg__unlock(mseg_lock *l) {
