@@ -54,6 +54,17 @@
  * (the next taker of that lock, or the slot's reclaim) a crashed call may
  * show the block allocated and not yet linked; afterwards both or neither.
  *
+ * mseg__alloc_into_off() and mseg__free_from() are the same, for records the
+ * library keeps in the segment (the registry's intent records), in both
+ * directions: a free-from writes the class intent {FREE_FROM, block,
+ * record}, clears the record, then the bit, and the repair finishes it. They
+ * take only the locked paths, never a magazine: a magazine's interrupted
+ * step is settled only by its slot's reclaim, which may come long after the
+ * registry's own repair has looked at the record, freed its block, and let
+ * a new operation reuse it. A lock's repair instead comes first whenever it
+ * matters: the registry's repair calls mseg__alloc_settle() (every lock
+ * taken once) before it reads its records.
+ *
  * Every offset read from the segment is range-checked before use; corrupt
  * metadata gives MSEG_E_CORRUPT (NULL + EUCLEAN), never a wild access, and
  * every walk is bounded by a count derived from the trusted geometry.
@@ -556,6 +567,19 @@ static void pool_repair(struct mseg__alloc_local *L, uint32_t c) {
                 if (dest_ok(L, it.dest))
                         atomic_store_explicit((_Atomic uint64_t *) (L->base + it.dest), it.x, memory_order_release);
                 break;
+        case A_OP_FREE_FROM:
+                /* Finish the free. Clearing is safe even if the block's
+                 * superblock went back to the page layer and was made
+                 * again: only for another class (this class's lock was
+                 * not to be had without this repair), which the class
+                 * check in bit_clear_if_set() leaves alone. */
+                if (dest_ok(L, it.dest)) {
+                        _Atomic uint64_t *ref = (_Atomic uint64_t *) (L->base + it.dest);
+                        if (atomic_load_explicit(ref, memory_order_acquire) == it.x)
+                                atomic_store_explicit(ref, 0, memory_order_release);
+                }
+                bit_clear_if_set(L, c, it.x);
+                break;
         default:
                 break;
         }
@@ -972,8 +996,30 @@ int mseg__heap_flush_all(struct mseg__alloc_local *L, struct a_heap *heap, mseg_
                 atomic_store_explicit((_Atomic uint64_t *) &slot->reserved[A_SLOT_INTO_DEST], 0,
                                       memory_order_release);
         }
-        if (!heap)
-                return 0;
+        if (!heap) {
+                /* A dead slot without a record: its owner may still have
+                 * died inside a locked path (mseg__free_from, the locked
+                 * mseg_alloc_into): every lock is taken once, so its
+                 * reclaim settles those too, as with a record below. */
+                if (!slot)
+                        return 0;
+                for (uint32_t c = 0; c < A_NCLASSES; c++) {
+                        int q = pool_lock(L, c);
+                        if (q < 0) {
+                                if (lock_transient(q))
+                                        return q;
+                                r = q;
+                                continue;
+                        }
+                        pool_unlock(L, c);
+                }
+                {
+                        int q = mseg__pages_settle(L);
+                        if (q < 0 && (r == 0 || lock_transient(q)))
+                                r = q;
+                }
+                return r;
+        }
         /* Every class lock, even for an empty magazine: a refill the owner
          * died in may not have published its count yet, and its intent
          * must be replayed (by taking the lock) before the record goes. */
@@ -1021,10 +1067,10 @@ static inline struct a_heap *tc_heap(struct mseg__alloc_local *L, uint64_t **ret
 }
 
 /* Small allocation, slow path (the magazine is empty or there is none). */
-static int alloc_small(struct mseg__alloc_local *L, uint32_t c, uint64_t dest, uint64_t *ret_off) {
-        uint64_t *ent;
-        mseg_slot *slot;
-        struct a_heap *h = tc_heap(L, &ent, &slot);
+static int alloc_small(struct mseg__alloc_local *L, uint32_t c, uint64_t dest, bool locked, uint64_t *ret_off) {
+        uint64_t *ent = NULL;
+        mseg_slot *slot = NULL;
+        struct a_heap *h = locked ? NULL : tc_heap(L, &ent, &slot);
         int r;
 
         if (!h) {
@@ -1095,8 +1141,11 @@ static int alloc_large(struct mseg__alloc_local *L, uint64_t size, uint64_t alig
         return r;
 }
 
-/* The common allocation: 0 and *ret_off, or a negative code (message set). */
-static int alloc_common(mseg *seg, uint64_t size, uint64_t align, uint64_t dest, uint64_t *ret_off) {
+/* The common allocation: 0 and *ret_off, or a negative code (message set).
+ * @locked: never through the magazine, whose interrupted alloc_into only
+ * the slot's reclaim settles (see mseg__alloc_into_off). */
+static int alloc_common(mseg *seg, uint64_t size, uint64_t align, uint64_t dest, bool locked,
+                        uint64_t *ret_off) {
         struct mseg__alloc_local *L = local_of(seg);
         int c, r;
 
@@ -1116,7 +1165,7 @@ static int alloc_common(mseg *seg, uint64_t size, uint64_t align, uint64_t dest,
         if (c >= 0 && L->nblocks[c] < 2)
                 c = -1;                 /* bigger than half a superblock here: a run */
         if (c >= 0) {
-                r = alloc_small(L, (uint32_t) c, dest, ret_off);
+                r = alloc_small(L, (uint32_t) c, dest, locked, ret_off);
                 if (r == 0)
                         a_unpoison(L, L->base + *ret_off, mseg__class_size[c]);
         } else {
@@ -1129,7 +1178,7 @@ static int alloc_common(mseg *seg, uint64_t size, uint64_t align, uint64_t dest,
 
 static void *alloc_ptr(mseg *seg, uint64_t size, uint64_t align) {
         uint64_t off;
-        int r = alloc_common(seg, size, align, 0, &off);
+        int r = alloc_common(seg, size, align, 0, false, &off);
 
         if (r < 0) {
                 errno = mseg__errno_of(r);
@@ -1166,7 +1215,7 @@ void *mseg_alloc_aligned(mseg *seg, size_t size, size_t alignment) {
 
 uint64_t mseg__alloc_off(struct mseg *seg, uint64_t size, uint64_t align) {
         uint64_t off;
-        int r = alloc_common(seg, size, align ? align : 16, 0, &off);
+        int r = alloc_common(seg, size, align ? align : 16, 0, false, &off);
 
         if (r < 0) {
                 errno = mseg__errno_of(r);
@@ -1184,7 +1233,148 @@ int mseg_alloc_into(mseg *seg, size_t size, mseg_handle *dest) {
         d = (uint64_t) ((uint8_t *) dest - L->base);
         if ((uint8_t *) dest < L->base || !dest_ok(L, d))
                 return mseg__error(-EINVAL, "mseg_alloc_into: destination is not an aligned slot in the segment");
-        return alloc_common(seg, size, 16, d, &off);
+        return alloc_common(seg, size, 16, d, false, &off);
+}
+
+/* ---- crash-atomic allocate-into and free-from (for the registry) ----
+ *
+ * Both take the locked paths only: the class lock for a small block, the
+ * page lock for a run, each with its intent record naming the block and the
+ * record (@dest / @ref), so the next owner of that lock after a crash rolls
+ * the operation forward. The magazine path of mseg_alloc_into is settled
+ * only by the slot's reclaim, which may come after the caller's own repair
+ * has looked at, freed or reused the record; the lock's repair is what
+ * mseg__alloc_settle() makes sure of before such a repair. */
+
+static int ref_off(struct mseg__alloc_local *L, const _Atomic uint64_t *ref, uint64_t *ret) {
+        const uint8_t *p = (const uint8_t *) ref;
+
+        if (p < L->base || !dest_ok(L, (uint64_t) (p - L->base)))
+                return mseg__error(-EINVAL, "record is not an aligned slot of the segment's registry or data");
+        *ret = (uint64_t) (p - L->base);
+        return 0;
+}
+
+int mseg__alloc_into_off(struct mseg *seg, uint64_t size, uint64_t align, _Atomic uint64_t *dest) {
+        struct mseg__alloc_local *L = local_of(seg);
+        uint64_t d = 0, off;
+        int r;
+
+        if (!L || !dest)
+                return mseg__error(-EINVAL, "mseg__alloc_into_off: NULL argument");
+        r = ref_off(L, dest, &d);
+        if (r < 0)
+                return r;
+        /* The block does not come from the thread's magazine, but the
+         * thread still gets its slot at its first allocation here, as with
+         * any other: the segment's figures (mseg_free_memory) then do not
+         * move when its first plain allocation or free claims it later. */
+        if (L->writable) {
+                uint64_t *ent;
+                (void) tc_heap(L, &ent, NULL);
+        }
+        return alloc_common(seg, size, align ? align : 16, d, true, &off);
+}
+
+int mseg__free_from(struct mseg *seg, _Atomic uint64_t *ref) {
+        struct mseg__alloc_local *L = local_of(seg);
+        uint64_t d = 0, off;
+        int r;
+
+        if (!L || !ref)
+                return mseg__error(-EINVAL, "mseg__free_from: NULL argument");
+        if (!L->writable)
+                return mseg__error(-EROFS, "segment is mapped read-only");
+        r = ref_off(L, ref, &d);
+        if (r < 0)
+                return r;
+        /* Only a repair running under another lock (an interrupted free of
+         * the same record, finished by its lock's next owner) changes *ref
+         * under us, and only to 0: each pass either sees that or frees. */
+        for (int pass = 0; pass < 4; pass++) {
+                struct a_blk b;
+                uint32_t c;
+
+                off = atomic_load_explicit(ref, memory_order_acquire);
+                if (!off)
+                        return 0;
+                r = blk_find(L, off, &b);
+                if (r == 1 && !((off - L->data_off) & (A_UNIT - 1))) {
+                        uint32_t u = (uint32_t) ((off - L->data_off) >> A_UNIT_SHIFT);
+                        uint32_t len = mseg__pages_large_len(L, u);
+                        /* Poisoned first (as free_large does), unpoisoned
+                         * if the free turns out not to be ours to make. */
+                        if (len)
+                                a_poison(L, L->base + off, (uint64_t) len << A_UNIT_SHIFT);
+                        r = mseg__pages_free_from(L, u, A_RUN_LARGE, d);
+                        if (r == -ESTALE || r == -EINVAL) {
+                                if (len)
+                                        a_unpoison(L, L->base + off, (uint64_t) len << A_UNIT_SHIFT);
+                                if (atomic_load_explicit(ref, memory_order_acquire) != off)
+                                        continue;
+                        }
+                        if (r == -EINVAL)
+                                return mseg__error(-EINVAL, "record names offset %llu, not an allocated block",
+                                                   (unsigned long long) off);
+                        return r;
+                }
+                if (r != 0) {
+                        if (atomic_load_explicit(ref, memory_order_acquire) != off)
+                                continue;
+                        return mseg__error(-EINVAL, "record names offset %llu, not a block", (unsigned long long) off);
+                }
+                c = b.cls;
+                r = pool_lock(L, c);
+                if (r < 0)
+                        return r;
+                if (atomic_load_explicit(ref, memory_order_acquire) != off) {
+                        pool_unlock(L, c);
+                        continue;       /* the repair finished it */
+                }
+                if (blk_find(L, off, &b) != 0 || b.cls != c || !blk_bit(&b)) {
+                        pool_unlock(L, c);
+                        return mseg__error(-EINVAL, "record names offset %llu, not an allocated block",
+                                           (unsigned long long) off);
+                }
+                fill_freed(L->base + off, mseg__class_size[c]);
+                a_poison(L, L->base + off, mseg__class_size[c]);
+                {
+                        struct a_pool *pl = &L->root->pools[c];
+                        pl->intent.x = off;
+                        pl->intent.dest = d;
+                        atomic_store_explicit(&pl->intent.op, A_OP_FREE_FROM, memory_order_release);
+                        MSEG_TEST_HOOK("alloc.free_from");
+                        /* The record lets go first: from here on nobody
+                         * may find the block through it, and the repair
+                         * finishes the rest from the intent. */
+                        atomic_store_explicit(ref, 0, memory_order_release);
+                        MSEG_TEST_HOOK("alloc.free_from.cleared");
+                        r = put_block(L, c, off);
+                        atomic_store_explicit(&pl->intent.op, A_OP_NONE, memory_order_release);
+                }
+                pool_unlock(L, c);
+                return r;
+        }
+        return mseg__error(-EAGAIN, "record kept changing while its block was freed");
+}
+
+int mseg__alloc_settle(struct mseg *seg) {
+        struct mseg__alloc_local *L = local_of(seg);
+        int r;
+
+        if (!L)
+                return mseg__error(-EINVAL, "no segment");
+        if (!L->writable)
+                return 0;
+        /* Lock order: classes in order, then pages. Each lock's taker
+         * replays what a dead owner left in its intent record. */
+        for (uint32_t c = 0; c < A_NCLASSES; c++) {
+                r = pool_lock(L, c);
+                if (r < 0)
+                        return r;
+                pool_unlock(L, c);
+        }
+        return mseg__pages_settle(L);
 }
 
 static int free_large(struct mseg__alloc_local *L, uint64_t off) {
@@ -1404,7 +1594,7 @@ int mseg_alloc_many(mseg *seg, size_t elem_size, size_t n, void **ret_ptrs) {
                 return mseg__error(-EINVAL, "mseg_alloc_many: element size 0");
         for (size_t i = 0; i < n; i++) {
                 uint64_t off;
-                int r = alloc_common(seg, elem_size, 16, 0, &off);
+                int r = alloc_common(seg, elem_size, 16, 0, false, &off);
                 if (r < 0) {
                         for (size_t j = 0; j < i; j++)
                                 (void) mseg_free(seg, ret_ptrs[j]);

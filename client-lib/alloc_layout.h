@@ -181,6 +181,7 @@ enum {
         A_OP_REFILL = 1,        /* heap x, class a: ent[b .. b+n) taken, count := b+n */
         A_OP_FLUSH = 2,         /* heap x, class a: ent[b .. b+n) returned, count := b */
         A_OP_ALLOC_INTO = 3,    /* block x set, *dest := x */
+        A_OP_FREE_FROM = 4,     /* *dest named block x: *dest := 0, then x cleared (mseg__free_from) */
         /* page layer */
         A_OP_P_ALLOC = 16,      /* free run [a, a+b) (or wilderness at a) -> run [c, c+d) of kind n;
                                    y = new wild; dest/x: *dest := unit offset (alloc_into, record) */
@@ -341,6 +342,9 @@ int mseg__pages_alloc(struct mseg__alloc_local *L, uint32_t n, uint32_t align, u
  * cleared). @dest, if non-zero, is a segment offset zeroed inside the
  * critical section (the record that pointed at the run). */
 int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest);
+/* The same, but only while *dest still holds the run's offset (checked under
+ * the page lock): -ESTALE, and nothing done, once it does not. */
+int mseg__pages_free_from(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest);
 /* Grow (in place, from the free run or wilderness after it) or shrink a
  * LARGE run to @n units. -ENOMEM when it cannot grow to @min units. */
 int mseg__pages_resize(struct mseg__alloc_local *L, uint32_t unit, uint32_t min, uint32_t n,

@@ -181,6 +181,24 @@ uint64_t mseg__alloc_min_size(const mseg_header *h);
  * returns an offset, 0 with errno set on failure). */
 uint64_t mseg__alloc_off(struct mseg *seg, uint64_t size, uint64_t align);
 int mseg__free_off(struct mseg *seg, uint64_t off);
+/* Crash-atomic allocate-and-record and free-and-forget, for records inside
+ * the segment (@dest / @ref: an aligned 8-byte slot of the registry root or
+ * of the data). After a SIGKILL at any instruction, once the allocator's
+ * lock that was held is repaired (by its next taker, a slot reclaim, or
+ * mseg__alloc_settle()): either the block is allocated and the record
+ * holds its offset, or the block is free and the record holds 0 (for
+ * mseg__alloc_into_off, the record's previous value). Neither ever goes
+ * through a magazine, so no slot reclaim is needed to settle them.
+ * mseg__alloc_into_off: 0 or a negative code (the record untouched).
+ * mseg__free_from: 0 (also when the record holds 0), -EINVAL when it names
+ * no allocated block, or a lock error. */
+int mseg__alloc_into_off(struct mseg *seg, uint64_t size, uint64_t align, _Atomic uint64_t *dest);
+int mseg__free_from(struct mseg *seg, _Atomic uint64_t *ref);
+/* Take and release every allocator lock (class locks, then the page lock),
+ * so every operation a dead process left in one is finished: a caller's
+ * repair runs it before it trusts a record that an interrupted
+ * mseg__alloc_into_off() or mseg__free_from() may still write. */
+int mseg__alloc_settle(struct mseg *seg);
 /* Blocks currently allocated (for all_memory_deallocated). */
 uint64_t mseg__alloc_live_blocks(struct mseg *seg);
 /* Online growth (brokered segments): raise hdr->usable to @new_usable

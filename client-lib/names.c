@@ -17,7 +17,9 @@
  *
  * The table is replaced, never changed in size in place: a writer builds the
  * new table beside the old one, publishes it with one store of the root's
- * table word (offset and a generation), then frees the old one. A reader
+ * table word (offset and a generation), then frees the old one (both
+ * tables are allocated into and freed from the root's rehash record,
+ * crash-atomically, so a kill anywhere leaks neither). A reader
  * still walking the old table may read freed memory (still mapped, so it
  * cannot fault; every offset it reads is bounds-checked and every loop is
  * bounded by the table size), and it notices when it re-checks the table
@@ -320,14 +322,16 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
         if (new_log2) {
                 uint64_t cap = UINT64_C(1) << new_log2, mask = cap - 1;
 
-                new_off = mseg__alloc_off(seg, sizeof(reg_table) + cap * sizeof(uint64_t), 64);
-                if (!new_off) {
-                        int e = errno ? errno : ENOMEM;
+                /* Allocated into the record (crash-atomic): a kill leaves
+                 * the new table recorded for the repair, or not allocated. */
+                err = mseg__alloc_into_off(seg, sizeof(reg_table) + cap * sizeof(uint64_t), 64, &ri->table_off);
+                if (err < 0) {
                         atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
-                        return mseg__error(-e, "no memory for a registry table of %llu slots",
+                        return mseg__error(err, "no memory for a registry table of %llu slots",
                                            (unsigned long long) cap);
                 }
-                atomic_store_explicit(&ri->table_off, new_off, memory_order_release);
+                new_off = atomic_load_explicit(&ri->table_off, memory_order_relaxed);
+                MSEG_TEST_HOOK("registry.rehash.allocated");
                 nt = (reg_table *) (seg->base + new_off);
                 memset(nt, 0, sizeof(reg_table) + cap * sizeof(uint64_t));
                 nt->magic = REG_TABLE_MAGIC;
@@ -353,8 +357,7 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
                         if (++live * 8 > cap * 7) {
                                 /* The counters said fewer names than the
                                  * table holds: never drop names, give up. */
-                                atomic_store_explicit(&ri->table_off, 0, memory_order_release);
-                                mseg__free_off(seg, new_off);
+                                (void) mseg__free_from(seg, &ri->table_off);
                                 atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
                                 return mseg__error(MSEG_E_CORRUPT, "registry counters disagree with its table");
                         }
@@ -374,12 +377,10 @@ static int reg_rehash(struct mseg *seg, unsigned new_log2) {
         reg_bump_epoch(root);
 
         MSEG_TEST_HOOK("registry.rehash.published");
-        /* Forget the old table before freeing it: a crash in between leaks
-         * it, which is better than a repair freeing it twice. */
-        if (old_off) {
-                atomic_store_explicit(&ri->old_off, 0, memory_order_release);
-                mseg__free_off(seg, old_off);
-        }
+        /* Freed from the record (crash-atomic): a kill leaves it freed and
+         * forgotten, or allocated and recorded for the repair to free. */
+        if (old_off)
+                (void) mseg__free_from(seg, &ri->old_off);
         atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
         return 0;
 }
@@ -396,14 +397,11 @@ void mseg__reg_repair_rehash(struct mseg *seg) {
         old_off = atomic_load_explicit(&ri->old_off, memory_order_relaxed);
         if (cur == new_off && cur != old_off) {
                 /* Published: only the old table may be left to free. */
-                if (old_off) {
-                        atomic_store_explicit(&ri->old_off, 0, memory_order_release);
-                        mseg__free_off(seg, old_off);
-                }
+                if (old_off)
+                        (void) mseg__free_from(seg, &ri->old_off);
         } else if (new_off) {
                 /* Never published: the new table is garbage. */
-                atomic_store_explicit(&ri->table_off, 0, memory_order_release);
-                mseg__free_off(seg, new_off);
+                (void) mseg__free_from(seg, &ri->table_off);
         }
         atomic_store_explicit(&ri->op, REG_OP_NONE, memory_order_release);
 }

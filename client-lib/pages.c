@@ -19,7 +19,11 @@
  * at any instruction, the next locker gets EOWNERDEAD, re-applies the intent
  * (the writes are idempotent) and rebuilds the bins and counters from a
  * linear walk of the runs, bounded by the wilderness. The tags are the
- * truth; bins and counters are derived.
+ * truth; bins and counters are derived. An allocation or free may carry a
+ * record (intent.dest) that gets the run's offset or 0 inside the critical
+ * section, so the replay writes it too (mseg_alloc_into, mseg__free_from);
+ * a free from a record first checks, under the lock, that the record still
+ * names the run (a repair may have finished that free already).
  *
  * Lock order: slot lock, then class locks (in class order), then this one.
  * Superblock descriptors are made live and dead under this lock (and the
@@ -479,7 +483,7 @@ out:
         return r;
 }
 
-int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest) {
+static int pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest, bool expect) {
         struct a_pages *p = P(L);
         struct a_intent it = { 0 };
         uint32_t wild, len, a, b;
@@ -488,6 +492,14 @@ int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint6
         r = plock(L);
         if (r < 0)
                 return r;
+        /* The repair plock ran may have finished an interrupted free from
+         * the same record: then it holds 0 now, and the run may be anyone's. */
+        if (expect && (!dest_ok(L, dest) ||
+                       atomic_load_explicit((_Atomic uint64_t *) (L->base + dest), memory_order_acquire) !=
+                               L->data_off + ((uint64_t) unit << A_UNIT_SHIFT))) {
+                r = -ESTALE;
+                goto out;
+        }
         wild = atomic_load_explicit(&p->wild, memory_order_relaxed);
         if (wild > L->data_units) {
                 r = corrupt("wilderness beyond the data", wild);
@@ -547,6 +559,14 @@ int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint6
 out:
         punlock(L);
         return r;
+}
+
+int mseg__pages_free(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest) {
+        return pages_free(L, unit, kind, dest, false);
+}
+
+int mseg__pages_free_from(struct mseg__alloc_local *L, uint32_t unit, int kind, uint64_t dest) {
+        return pages_free(L, unit, kind, dest, true);
 }
 
 int mseg__pages_resize(struct mseg__alloc_local *L, uint32_t unit, uint32_t min, uint32_t n,

@@ -21,9 +21,14 @@
  * next locker that gets EOWNERDEAD (mseg__lock() returns 1) replays them:
  * a construction not yet published is freed, a destruction is completed,
  * a rebuild is finished or undone; then the counters are recounted from the
- * table. Blocks are "forgotten" (their offset cleared in the record) before
- * they are freed, so a crash there leaks a block rather than freeing it
- * twice.
+ * table. Blocks are allocated into and freed from the records with the
+ * allocator's crash-atomic steps (mseg__alloc_into_off, mseg__free_from):
+ * after a crash a record names an allocated block or holds 0, never a
+ * freed block nor an allocated block unnamed, so a kill leaks nothing and
+ * frees nothing twice. A writer that died inside such a step left it to the
+ * allocator lock's repair, which writes the record: the registry's repair
+ * first settles the allocator (mseg__alloc_settle) and only then reads its
+ * records, whichever process repairs which lock first.
  *
  * Lock order: the registry lock, then the allocator's locks (mseg__alloc_off
  * is called with the registry lock held). Nesting: a thread that holds the
@@ -170,19 +175,21 @@ static void current_table(struct mseg *seg, struct reg_tab *tb) {
                 tb->t = NULL;
 }
 
-/* Free an entry block an intent record names. The record forgets it first:
- * a crash between the two leaks the block instead of freeing it twice. The
- * header may be unwritten (a crash right after the allocation), so only the
- * bounds are checked here; mseg__free_off() refuses what is not a block. */
-static void free_entry(struct mseg *seg, reg_intent *it, uint64_t entry_off) {
+/* Free the entry block an intent record names, and clear the record, as
+ * one crash-atomic step of the allocator (mseg__free_from): after a crash
+ * the block is either free and the record 0, or still allocated and named
+ * by the record, for the repair to free. The header may be unwritten (a
+ * crash right after the allocation): it is only marked dead if it is one. */
+static void free_entry(struct mseg *seg, reg_intent *it) {
+        uint64_t entry_off = atomic_load_explicit(&it->entry_off, memory_order_acquire);
         reg_entry *e = mseg__reg_entry_at(seg, entry_off);
 
-        if (!e)
+        if (!entry_off)
                 return;
-        if (REG_LOAD(e->magic) == REG_ENTRY_MAGIC)
+        if (e && REG_LOAD(e->magic) == REG_ENTRY_MAGIC)
                 atomic_store_explicit(&e->gen, 0, memory_order_release);
-        atomic_store_explicit(&it->entry_off, 0, memory_order_release);
-        mseg__free_off(seg, entry_off);
+        MSEG_TEST_HOOK("registry.entry.free");
+        (void) mseg__free_from(seg, &it->entry_off);   /* -EINVAL: not a block; nothing to free */
 }
 
 static void repair_op(struct mseg *seg, reg_intent *it) {
@@ -203,17 +210,27 @@ static void repair_op(struct mseg *seg, reg_intent *it) {
         if (op == REG_OP_CONSTRUCT) {
                 /* Published means complete: init ran before the publish. */
                 if (!published && entry_off)
-                        free_entry(seg, it, entry_off);
+                        free_entry(seg, it);
         } else if (op == REG_OP_DESTROY) {
                 /* Finish it; the destructors were the dead process's to run. */
                 if (published)
                         atomic_store_explicit(&tb.t->slots[slot], REG_SLOT_TOMB, memory_order_release);
                 if (entry_off)
-                        free_entry(seg, it, entry_off);
+                        free_entry(seg, it);
         }
         atomic_store_explicit(&it->entry_off, 0, memory_order_relaxed);
         atomic_store_explicit(&it->table_off, 0, memory_order_relaxed);
         atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
+}
+
+/* Is any intent record in use (a writer died inside an operation)? */
+static bool reg_intents_open(reg_root *root) {
+        if (atomic_load_explicit(&root->rehash.op, memory_order_acquire) != REG_OP_NONE)
+                return true;
+        for (int d = 0; d < REG_MAX_DEPTH; d++)
+                if (atomic_load_explicit(&root->op[d].op, memory_order_acquire) != REG_OP_NONE)
+                        return true;
+        return false;
 }
 
 static int reg_repair(struct mseg *seg) {
@@ -222,6 +239,16 @@ static int reg_repair(struct mseg *seg) {
 
         if (root->magic != REG_ROOT_MAGIC)
                 return mseg__error(MSEG_E_CORRUPT, "registry root is damaged");
+        /* The dead writer may have died inside the allocator, allocating
+         * into or freeing from one of the records: that lock's repair
+         * finishes the step and writes the record. It must do so before
+         * the records are read here, or it could write a record this
+         * repair has already cleared and someone reused. */
+        if (reg_intents_open(root)) {
+                r = mseg__alloc_settle(seg);
+                if (r < 0)
+                        return r;
+        }
         /* The table word first, so the other records see the final table. */
         mseg__reg_repair_rehash(seg);
         for (int d = REG_MAX_DEPTH - 1; d >= 0; d--)
@@ -376,14 +403,21 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 atomic_store_explicit(&it->op, REG_OP_CONSTRUCT, memory_order_release);
         }
 
-        off = mseg__alloc_off(seg, total, align);
-        if (!off) {
+        /* Under the lock, the block is allocated into the intent record
+         * (crash-atomic: a kill leaves it recorded or not allocated). */
+        if (it) {
+                r = mseg__alloc_into_off(seg, total, align, &it->entry_off);
+                off = r < 0 ? 0 : atomic_load_explicit(&it->entry_off, memory_order_relaxed);
+        } else {
+                off = mseg__alloc_off(seg, total, align);
                 r = -(errno ? errno : ENOMEM);
+        }
+        if (!off) {
                 mseg__error(r, "no memory for an object of %llu bytes", (unsigned long long) total);
                 goto fail;
         }
         if (it)
-                atomic_store_explicit(&it->entry_off, off, memory_order_release);
+                MSEG_TEST_HOOK("registry.construct.allocated");
 
         /* The entry: written in full before anyone can reach it. */
         e = (reg_entry *) (seg->base + off);
@@ -438,7 +472,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                         r = mseg__reg_find_locked(seg, &k, &hit, &ins);
                         if (r > 0 && or_find) {
                                 ret = existing(seg, &hit, type);
-                                free_entry(seg, it, off);
+                                free_entry(seg, it);
                                 atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
                                 reg_unlock(root);
                                 return ret;
@@ -491,7 +525,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
 
 fail_free:
         if (it) {
-                free_entry(seg, it, off);
+                free_entry(seg, it);
         } else {
                 atomic_store_explicit(&e->gen, 0, memory_order_relaxed);
                 mseg__free_off(seg, off);
@@ -564,8 +598,8 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, uint64_t expec
         MSEG_TEST_HOOK("registry.destroy.unpublished");
         run_dtors(fn, obj_of(seg, hit.obj_off), (size_t) hit.elem_size, hit.count);
 
-        atomic_store_explicit(&it->entry_off, 0, memory_order_release);
-        mseg__free_off(seg, hit.entry_off);
+        MSEG_TEST_HOOK("registry.destroy.free");
+        (void) mseg__free_from(seg, &it->entry_off);
         atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
         r = mseg__reg_maybe_shrink(seg);
         reg_unlock(root);

@@ -221,6 +221,13 @@ static int slot_reclaim_locked(struct mseg__alloc_local *L, uint32_t i) {
         if (MSEG_SLOT_STATE(st) == MSEG_SLOT_FREE)
                 return 0;
         atomic_store_explicit(&s->state, MSEG_SLOT_MAKE(MSEG_SLOT_RECLAIMING, gen), memory_order_release);
+        /* A claim cut inside the page layer's allocation of the record:
+         * that lock's repair stores the record's offset into the slot. It
+         * runs first, so that heap_off is final before it is read (else
+         * the record would land in a slot already freed, and leak). */
+        r = mseg__pages_settle(L);
+        if (r == -EBUSY || r == -ETIMEDOUT)
+                return r;
         heap_off = s->heap_off;
         r = mseg__heap_flush_all(L, mseg__heap_at(L, heap_off), s);
         if (r == -EBUSY || r == -ETIMEDOUT)

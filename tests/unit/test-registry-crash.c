@@ -15,6 +15,14 @@
  *   rehash.built         index rebuild not yet published: old index kept, new freed
  *   rehash.published     rebuild published: old index freed
  *   nested               inside an init's own construct: both undone
+ *
+ * Then the leak per kill (issue 6): a kill at each point where a registry
+ * operation allocates or frees a block (the registry's own windows and the
+ * allocator's critical sections it goes through), for a small entry, a
+ * large one (a run of the page layer) and the index table. After the
+ * dead process's slot is reclaimed (as the next attach of a file does) and
+ * the registry repaired, every name is destroyed: what stays allocated is
+ * what the kill leaked, and it must be 0 bytes at every point.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -30,11 +38,20 @@ struct shared {
 };
 
 static const mseg_type int_type = { "int", sizeof(int), _Alignof(int), NULL };
+/* An entry bigger than the largest size class: a run of the page layer. */
+static const mseg_type big_type = { "big", 20000, 16, NULL };
 
 static int nested_init(void *elem, size_t index, void *arg) {
         (void) elem;
         (void) index;
         return mseg_construct(arg, "inner", &int_type, 1, NULL, NULL) ? 0 : -errno;
+}
+
+static int failing_init(void *elem, size_t index, void *arg) {
+        (void) elem;
+        (void) index;
+        (void) arg;
+        return -EIO;
 }
 
 /* ---- the child: runs until its hook stops it ---- */
@@ -47,6 +64,13 @@ static int child_main(const char *what, const char *path, struct shared *sh) {
                 (void) !mseg_construct(seg, "victim", &int_type, 4, NULL, NULL);
         else if (!strcmp(what, "destroy.unpublished"))
                 (void) mseg_destroy(seg, "victim", &int_type);
+        else if (!strcmp(what, "construct") || !strcmp(what, "construct-big"))
+                (void) !mseg_construct(seg, "victim", strcmp(what, "construct") ? &big_type : &int_type, 1, NULL,
+                                       NULL);
+        else if (!strcmp(what, "construct-fail"))
+                (void) !mseg_construct(seg, "victim", &int_type, 1, failing_init, NULL);
+        else if (!strcmp(what, "destroy") || !strcmp(what, "destroy-big"))
+                (void) mseg_destroy(seg, "victim", strcmp(what, "destroy") ? &big_type : &int_type);
         else if (!strcmp(what, "nested"))
                 (void) !mseg_construct(seg, "outer", &int_type, 1, nested_init, seg);
         else
@@ -60,7 +84,9 @@ static int child_main(const char *what, const char *path, struct shared *sh) {
 
 /* ---- the parent ---- */
 
-static void kill_at(const char *path, const char *point, const char *what) {
+/* Kill a child at @point; 0 when it got there, -1 when it finished first
+ * (the point is not on that path in this build). */
+static int try_kill_at(const char *path, const char *point, const char *what) {
         int fds[2];
         char hook[64], fdbuf[16], c;
         struct pollfd pfd;
@@ -83,12 +109,22 @@ static void kill_at(const char *path, const char *point, const char *what) {
         }
         close(fds[1]);
         pfd = (struct pollfd){ .fd = fds[0], .events = POLLIN };
-        if (poll(&pfd, 1, 20000) != 1 || read(fds[0], &c, 1) != 1)
-                FAIL("child never reached %s", point);
+        if (poll(&pfd, 1, 20000) != 1 || read(fds[0], &c, 1) != 1) {
+                kill(pid, SIGKILL);
+                ASSERT_EQ(waitpid(pid, &st, 0), pid);
+                close(fds[0]);
+                return -1;
+        }
         kill(pid, SIGKILL);
         ASSERT_EQ(waitpid(pid, &st, 0), pid);
         ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         close(fds[0]);
+        return 0;
+}
+
+static void kill_at(const char *path, const char *point, const char *what) {
+        if (try_kill_at(path, point, what) < 0)
+                FAIL("child never reached %s", point);
 }
 
 static uint32_t repairs(mseg *seg) {
@@ -100,6 +136,124 @@ static void waiter(const char *path, struct shared *sh) {
 
         sh->waiter_rc = mseg_wait_name(seg, "victim", &int_type, 20000);
         _exit(0);
+}
+
+/* ---- the leak per kill ---- */
+
+struct names {
+        char (*v)[MSEG_NAME_MAX + 1];
+        size_t n;
+};
+
+static int collect_name(const struct mseg_object_info *info, void *arg) {
+        struct names *x = arg;
+
+        x->v = realloc(x->v, (x->n + 1) * sizeof(*x->v));
+        ASSERT_NOT_NULL(x->v);
+        snprintf(x->v[x->n++], sizeof(x->v[0]), "%s", info->name);
+        return 0;
+}
+
+/* Destroy every name (whatever its type): the segment then holds nothing. */
+static void destroy_all(mseg *seg) {
+        struct names x = { 0 };
+
+        ASSERT_OK(mseg_foreach_named(seg, collect_name, &x));
+        for (size_t i = 0; i < x.n; i++) {
+                int r = mseg_destroy(seg, x.v[i], &int_type);
+                if (r == -EPROTOTYPE)
+                        r = mseg_destroy(seg, x.v[i], &big_type);
+                ASSERT_OK(r);
+        }
+        free(x.v);
+}
+
+struct leak_case {
+        const char *point;              /* hook point, with ":n" for the n-th time */
+        const char *what;               /* the child's operation */
+        const char *setup;              /* "small"/"big": the parent makes "victim" first */
+};
+
+static int nothing(mseg *seg, void *arg) {
+        (void) seg;
+        (void) arg;
+        return 0;
+}
+
+/* Kill a child at lc->point; reclaim its slot, repair, remove every name.
+ * @registry_first: the registry's repair runs before anything else takes
+ * an allocator lock (it must settle the allocator itself), else the slot
+ * reclaim repairs the allocator's locks first. Returns the bytes left
+ * allocated (the leak), or -1 if the child finished without reaching the
+ * point. */
+static int64_t leak_of(mseg *seg, const char *path, const struct leak_case *lc, bool registry_first) {
+        struct mseg_stats st;
+        uint64_t before;
+        int r;
+
+        ASSERT_EQ(mseg_named_count(seg), 0);
+        ASSERT_OK(mseg_stats(seg, &st));
+        before = st.allocated_bytes;    /* 0, unless an earlier case leaked */
+        if (lc->setup)
+                ASSERT_NOT_NULL(mseg_construct(seg, "victim", strcmp(lc->setup, "big") ? &int_type : &big_type,
+                                               1, NULL, NULL));
+        r = try_kill_at(path, lc->point, lc->what);
+        if (registry_first)
+                ASSERT_OK(mseg_atomic(seg, nothing, NULL));
+        /* The dead process's slot, as the next attach of the file would. */
+        ASSERT(mseg__slots_reclaim_dead(seg) >= 0);
+        ASSERT_OK(mseg_check(seg));     /* every lock taken: every repair done */
+        destroy_all(seg);
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(mseg_named_count(seg), 0);
+        ASSERT_OK(mseg_stats(seg, &st));
+        ASSERT_EQ(st.slots_dead, 0);
+        if (r < 0)
+                return -1;
+        ASSERT(st.allocated_bytes >= before);
+        return (int64_t) (st.allocated_bytes - before);
+}
+
+static void leak_per_kill(mseg *seg, const char *path) {
+        static const struct leak_case cases[] = {
+                /* the registry's own steps around its allocations and frees */
+                { "registry.construct.allocated", "construct", NULL },
+                { "registry.construct.allocated", "construct-big", NULL },
+                { "registry.entry.free", "construct-fail", NULL },
+                { "registry.destroy.free", "destroy", "small" },
+                { "registry.destroy.free", "destroy-big", "big" },
+                { "registry.rehash.allocated:2", "fill", NULL },
+                { "registry.rehash.published:2", "fill", NULL },
+                /* inside the allocator's critical sections, on the registry's behalf */
+                { "alloc.into_locked:1", "construct", NULL },           /* the entry */
+                { "alloc.into_locked:2", "construct", NULL },           /* the first table */
+                { "pages.alloc:1", "construct-big", NULL },             /* the slot's magazine record */
+                { "pages.alloc:2", "construct-big", NULL },             /* the entry */
+                { "alloc.free_from:1", "construct-fail", NULL },
+                { "alloc.free_from.cleared:1", "construct-fail", NULL },
+                { "alloc.free_from:1", "destroy", "small" },
+                { "alloc.free_from.cleared:1", "destroy", "small" },
+                { "pages.free:1", "destroy-big", "big" },
+                { "alloc.free_from:1", "fill", NULL },                  /* the old table */
+                { "alloc.free_from.cleared:1", "fill", NULL },
+        };
+        int64_t worst = 0;
+        unsigned reached = 0;
+
+        for (size_t i = 0; i < 2 * sizeof(cases) / sizeof(cases[0]); i++) {
+                const struct leak_case *lc = &cases[i / 2];
+                int64_t leak = leak_of(seg, path, lc, i % 2);
+                if (leak < 0)
+                        FAIL("the child never reached %s in %s", lc->point, lc->what);
+                printf("test-registry-crash: kill at %-28s in %-14s (%s repaired first) leaked %lld bytes\n",
+                       lc->point, lc->what, i % 2 ? "registry" : "allocator", (long long) leak);
+                reached++;
+                if (leak > worst)
+                        worst = leak;
+        }
+        printf("test-registry-crash: leak per kill: at most %lld bytes over %u points\n", (long long) worst,
+               reached);
+        ASSERT_EQ(worst, 0);
 }
 
 #ifndef MSEG_TEST_HOOKS
@@ -211,6 +365,8 @@ int main(int argc, char **argv) {
         ASSERT_NULL_ERRNO(mseg_find(seg, "outer", &int_type, NULL), ENOENT);
         ASSERT_NULL_ERRNO(mseg_find(seg, "inner", &int_type, NULL), ENOENT);
         ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+
+        leak_per_kill(seg, path);
 
         /* And the registry works as before. */
         ASSERT_NOT_NULL(mseg_construct(seg, "after", &int_type, 1, NULL, NULL));
