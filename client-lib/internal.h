@@ -127,13 +127,19 @@ static inline uint64_t mseg__usable(const struct mseg *seg) {
         return u > seg->map_size ? seg->map_size : u;
 }
 
-/* ---- lock.c: robust, process-shared, NORMAL-type mutex in a segment ---- */
+/* ---- lock.c: robust, process-shared, normal-type lock in a segment ---- */
+
+#define MSEG_LOCK_MAGIC UINT32_C(0x6b636f6c)    /* "lock" */
 
 typedef struct mseg_lock {
-        pthread_mutex_t m;              /* 40 bytes on x86-64 glibc */
+        _Atomic uint32_t word;          /* robust futex: owner TID | FUTEX_WAITERS | FUTEX_OWNER_DIED */
+        _Atomic uint32_t state;         /* consistent, inconsistent (owner died), not recoverable */
         _Atomic uint32_t repairs;       /* times an owner died holding it */
-        uint32_t pad;
-        uint64_t reserved[2];
+        uint32_t magic;                 /* MSEG_LOCK_MAGIC: a scribbled lock is refused */
+        uint64_t reserved0;
+        _Atomic uintptr_t prev;         /* robust-list links, where a pthread_mutex_t has them: */
+        _Atomic uintptr_t next;         /*   written for the kernel and glibc, never trusted */
+        uint64_t reserved[3];
 } mseg_lock;
 static_assert(sizeof(mseg_lock) == 64, "in-segment layout is ABI");
 
@@ -157,6 +163,9 @@ void mseg__lock_nowait(bool on);
 /* Only in memory nobody else maps (a copy restored from a file): make the
  * lock free and "owner died", so its next taker repairs what it guards. */
 void mseg__lock_reset_dead(mseg_lock *l);
+/* For tests: entries in the calling thread's robust list as the kernel
+ * would walk it, or -1 if it cannot be walked. */
+int mseg__lock_list_len(void);
 
 /* ---- alloc.c: the allocator (owns [hdr->alloc_off, hdr->size)) ---- */
 

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define MSEG_MAGIC          UINT32_C(0x4d534731)  /* "MSG1"; byte-swapped reads fail the check */
-#define MSEG_LAYOUT_VERSION UINT32_C(1)
+#define MSEG_LAYOUT_VERSION UINT32_C(2)
 #define MSEG_HEADER_SIZE    UINT64_C(4096)
 #define MSEG_SLOT_SIZE      UINT64_C(64)
 #define MSEG_REGISTRY_SIZE  UINT64_C(4096)
