@@ -311,8 +311,6 @@ int mseg__alloc_attach(struct mseg *seg) {
         pthread_mutex_init(&L->mu, NULL);
         seg->alloc = L;
         mseg__slots_register(L);
-        if (seg->kind == MSEG__KIND_FILE && L->writable && !seg->cow)
-                (void) mseg__slots_reclaim_dead(seg);
         return 0;
 }
 

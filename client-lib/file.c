@@ -9,7 +9,12 @@
  *     written, so an opener (LOCK_SH) never reads a half-formatted header;
  *   - every attached process keeps LOCK_SH for as long as it is attached,
  *     which is how the offline operations (grow, shrink_to_fit) know the file
- *     is in use: they need LOCK_EX|LOCK_NB and fail with -EBUSY otherwise.
+ *     is in use: they need LOCK_EX|LOCK_NB and fail with -EBUSY otherwise;
+ *   - so a writable opener that gets LOCK_EX|LOCK_NB is alone: whatever the
+ *     file's locks and slots say was left by processes that are gone, maybe
+ *     in an earlier boot, whose TIDs mean nothing now. It recovers them
+ *     (mseg__recover_unattached) before taking LOCK_SH; a later opener,
+ *     blocked on LOCK_SH meanwhile, then reclaims only dead slots.
  * flock locks belong to the open file description and die with the process,
  * so a crashed creator leaves a file that fails validation cleanly
  * (MSEG_E_CORRUPT), never a lock held forever.
@@ -109,13 +114,16 @@ fail:
 }
 
 static int file_open_existing(mseg **ret_seg, const char *path, bool ro, bool cow) {
+        bool alone = false;
         struct stat st;
         int fd, r;
 
         fd = open(path, (ro || cow ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (fd < 0)
                 return mseg__error(-errno, "cannot open %s: %s", path, strerror(errno));
-        r = flock_retry(fd, LOCK_SH);   /* waits while a creator formats */
+        if (!ro && !cow)
+                alone = flock_retry(fd, LOCK_EX | LOCK_NB) == 0;
+        r = alone ? 0 : flock_retry(fd, LOCK_SH);       /* waits while a creator formats */
         if (r < 0)
                 goto fail;
         if (fstat(fd, &st) < 0) {
@@ -133,6 +141,16 @@ static int file_open_existing(mseg **ret_seg, const char *path, bool ro, bool co
         r = map_and_attach(ret_seg, fd, path, (uint64_t) st.st_size, ro, cow);
         if (r < 0)
                 goto fail;
+        if (alone) {
+                (void) mseg__recover_unattached(*ret_seg);      /* what fails stays for the checks */
+                r = flock_retry(fd, LOCK_SH);
+                if (r < 0) {
+                        mseg_close(*ret_seg);
+                        return mseg__error(r, "cannot lock %s shared: %s", path, strerror(-r));
+                }
+        } else if (!ro && !cow) {
+                (void) mseg__slots_reclaim_dead(*ret_seg);
+        }
         return 0;
 fail:
         close(fd);

@@ -235,6 +235,11 @@ int mseg__restore_offline(struct mseg *seg);
  * lock, with its bounded wait: call it off the event loop). 0 or a lock
  * error; release with mseg__snapshot_release() after the copy. */
 int mseg__snapshot_hold(struct mseg *seg);
+/* A mapped file that no other process has attached (the caller holds its
+ * flock LOCK_EX): locks that look held become owner-dead and every slot is
+ * reclaimed, since their owners are gone (maybe in an earlier boot).
+ * Returns the slots reclaimed or a negative code. */
+int mseg__recover_unattached(struct mseg *seg);
 void mseg__snapshot_release(struct mseg *seg);
 
 /* ---- registry.c ---- */
