@@ -410,10 +410,12 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 off = r < 0 ? 0 : atomic_load_explicit(&it->entry_off, memory_order_relaxed);
         } else {
                 off = mseg__alloc_off(seg, total, align);
-                r = -(errno ? errno : ENOMEM);
+                r = off ? 0 : -(errno ? errno : ENOMEM);
         }
         if (!off) {
-                mseg__error(r, "no memory for an object of %llu bytes", (unsigned long long) total);
+                /* Other errors (a lock, damage) keep the allocator's detail. */
+                if (r == -ENOMEM)
+                        mseg__error(r, "no memory for an object of %llu bytes", (unsigned long long) total);
                 goto fail;
         }
         if (it)
