@@ -110,7 +110,8 @@ struct rl_head {
 #define MAX_HELD 16                     /* locks one thread holds at once */
 #define MAX_WALK 4096                   /* list entries above ours we follow */
 
-static __thread struct {
+/* initial-exec: a lock must not pay a __tls_get_addr call per field. */
+static __thread __attribute__((tls_model("initial-exec"))) struct {
         bool known;                     /* head and tid found (reset at fork) */
         bool robust;                    /* the list is usable: glibc's, offset -32 */
         struct rl_head *head;
@@ -126,7 +127,7 @@ static __thread struct {
  * promise covers the first lock such a thread takes: one taken inside a
  * critical section waits (boundedly) like any other, since giving up there
  * would leave the section half done. */
-static __thread bool no_wait;
+static __thread __attribute__((tls_model("initial-exec"))) bool no_wait;
 
 static void forget_self(void) {
         /* In a fork child the one thread has a new TID; glibc registers the
@@ -262,34 +263,38 @@ static uintptr_t next_of(uintptr_t e) {
 
 /* Unlink @l, as glibc's DEQUEUE_MUTEX does, without reading its links. */
 static void unlink_held(mseg_lock *l) {
-        uintptr_t e = entry_of(l), pred, succ;
-        struct held *h = held_of(e);
+        uintptr_t e = entry_of(l), head = (uintptr_t) self.head, pred, succ;
+        struct held *h = held_of(e), *p;
         unsigned n = 0;
 
-        if (!self.robust || !h)
+        if (!h)
+                return;
+        if (!self.robust)
                 goto forget;
         succ = our_next(h);
         if (!succ)
-                succ = (uintptr_t) self.head;
-        for (pred = (uintptr_t) self.head;;) {
-                uintptr_t nx = LINK_PTR(next_of(pred));
+                succ = head;
+        pred = head;
+        if (LINK_PTR(__atomic_load_n(&self.head->next, __ATOMIC_RELAXED)) != e) {
+                for (;;) {      /* something was taken after it */
+                        uintptr_t nx = LINK_PTR(next_of(pred));
 
-                if (nx == e)
-                        break;
-                if (nx == 0 || nx == (uintptr_t) self.head || ++n > MAX_WALK)
-                        goto forget;    /* not in the list: nothing to unlink */
-                pred = nx;
+                        if (nx == e)
+                                break;
+                        if (nx == 0 || nx == head || ++n > MAX_WALK)
+                                goto forget;    /* not in the list: nothing to unlink */
+                        pred = nx;
+                }
         }
         *(uintptr_t *) pred = succ;
-        if ((h = held_of(pred)))
-                h->next = succ;
+        if (pred != head && (p = held_of(pred)))
+                p->next = succ;
         *(uintptr_t *) (LINK_PTR(succ) - sizeof(uintptr_t)) = pred;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         atomic_store_explicit(&l->next, 0, memory_order_relaxed);
         atomic_store_explicit(&l->prev, 0, memory_order_relaxed);
 forget:
-        if ((h = held_of(e)))
-                *h = self.held[--self.nheld];
+        *h = self.held[--self.nheld];
 }
 
 int mseg__lock_list_len(void) {
@@ -466,13 +471,12 @@ int mseg__lock_consistent(mseg_lock *l) {
 }
 
 void mseg__unlock(mseg_lock *l) {
-        uint32_t st = LOCK_INCONSISTENT;
-
         know_self();
         /* An owner-died lock released without mseg__lock_consistent(): its
-         * data could not be repaired, so nobody may take it again. */
-        atomic_compare_exchange_strong_explicit(&l->state, &st, LOCK_NOTRECOVERABLE, memory_order_relaxed,
-                                                memory_order_relaxed);
+         * data could not be repaired, so nobody may take it again. (We hold
+         * it: nobody else writes the state now.) */
+        if (atomic_load_explicit(&l->state, memory_order_relaxed) == LOCK_INCONSISTENT)
+                atomic_store_explicit(&l->state, LOCK_NOTRECOVERABLE, memory_order_relaxed);
         tsan_release(l);
         set_pending(entry_of(l));
         unlink_held(l);
