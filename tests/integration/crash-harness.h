@@ -64,10 +64,11 @@
 #define CH_HOOK_FD       101            /* in an armed worker */
 #define CH_BH_MAGIC      UINT64_C(0x43524153484b4c4b)   /* "CRASHKLK" */
 /* Most a killed process may leak: one block of the largest kind the
- * library allocates without a crash-atomic link (a registry entry cut
- * between its allocation and its intent record, or an alloc_many element
- * between its allocation and its store), rounded up. */
-#define CH_LEAK_PER_KILL (UINT64_C(64) << 10)
+ * library allocates without a crash-atomic link. Registry entries and
+ * tables are allocated into and freed from their intent records, so that
+ * is an mseg_alloc_many() element cut between its allocation and its store
+ * (2 KiB at most here), rounded up. */
+#define CH_LEAK_PER_KILL (UINT64_C(4) << 10)
 
 enum ch_mode { CH_FILE = 1, CH_BROKERED = 2 };
 
@@ -601,6 +602,12 @@ static struct ch_point ch_points[] = {
         { "registry.destroy.unpublished", 2, CH_FILE | CH_BROKERED, 0, 0 },
         { "registry.rehash.built", 1, CH_FILE | CH_BROKERED, 0, 0 },
         { "registry.rehash.published", 1, CH_FILE | CH_BROKERED, 0, 0 },
+        { "registry.construct.allocated", 4, CH_FILE | CH_BROKERED, 0, 0 },
+        { "registry.destroy.free", 2, CH_FILE | CH_BROKERED, 0, 0 },
+        { "registry.entry.free", 2, CH_FILE | CH_BROKERED, 0, 0 },
+        { "alloc.free_from", 3, CH_FILE | CH_BROKERED, 0, 0 },
+        { "alloc.free_from.cleared", 3, CH_FILE | CH_BROKERED, 0, 0 },
+        { "lock.woken", 2, CH_FILE | CH_BROKERED, 0, 0 },
 };
 #define CH_NPOINTS (sizeof(ch_points) / sizeof(ch_points[0]))
 
