@@ -153,6 +153,10 @@ int mseg__lock_init(mseg_lock *l);
 int mseg__lock(mseg_lock *l);
 int mseg__lock_consistent(mseg_lock *l);
 void mseg__unlock(mseg_lock *l);
+/* After mseg__lock() returned 1 and the repair could not finish for a
+ * passing reason (another lock it needs timed out): release without making
+ * it unrecoverable, so the next taker gets 1 and tries the repair again. */
+void mseg__unlock_unrepaired(mseg_lock *l);
 /* Non-blocking variant for msegd: 0, 1 (owner died), -EBUSY, ... */
 int mseg__trylock(mseg_lock *l);
 /* For the calling thread from now on: mseg__lock() of a busy lock fails at

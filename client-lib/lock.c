@@ -484,6 +484,15 @@ void mseg__unlock(mseg_lock *l) {
         set_pending(0);
 }
 
+void mseg__unlock_unrepaired(mseg_lock *l) {
+        know_self();
+        tsan_release(l);
+        set_pending(entry_of(l));
+        unlink_held(l);
+        release_word(l);        /* still inconsistent: the next taker gets 1 */
+        set_pending(0);
+}
+
 void mseg__lock_reset_dead(mseg_lock *l) {
         uint32_t repairs = atomic_load_explicit(&l->repairs, memory_order_relaxed);
 

@@ -140,6 +140,15 @@ static int reg_lock(struct mseg *seg, reg_root *root) {
         if (r == 1) {
                 /* The previous owner died inside a registry operation. */
                 r = reg_repair(seg);
+                if (r == -ETIMEDOUT || r == -EBUSY) {
+                        /* An allocator lock it must settle first is held
+                         * by a live process: leave the repair to the
+                         * next taker rather than poison the segment. */
+                        h->root = NULL;
+                        h->depth = 0;
+                        mseg__unlock_unrepaired(&root->lock);
+                        return r;
+                }
                 if (r < 0 || (r = mseg__lock_consistent(&root->lock)) < 0) {
                         char why[256];
 

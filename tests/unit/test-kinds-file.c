@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -266,6 +267,7 @@ static void test_stale_locks(void) {
         pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);       /* never outlive a failed test */
                 if (mseg_file_open(&a, path, MSEG_OPEN_ONLY, NULL) < 0)
                         _exit(1);
                 (void) !write(pfd[1], "a", 1);

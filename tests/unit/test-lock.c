@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,15 @@ struct shared {
 };
 
 static struct shared *sh;
+
+/* fork() whose child dies with us: a failed test leaves no holder behind. */
+static pid_t fork_child(void) {
+        pid_t pid = fork();
+
+        if (pid == 0)
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+        return pid;
+}
 
 static uint64_t now_ms(void) {
         struct timespec ts;
@@ -76,7 +86,7 @@ static void test_exclusion(void) {
 
         reset();
         for (int p = 0; p < NPROC; p++) {
-                pids[p] = fork();
+                pids[p] = fork_child();
                 ASSERT(pids[p] >= 0);
                 if (pids[p] == 0) {
                         for (int i = 0; i < ITERS; i++) {
@@ -99,7 +109,7 @@ static void test_exclusion(void) {
 }
 
 static pid_t hold_and_die(int idx) {
-        pid_t pid = fork();
+        pid_t pid = fork_child();
 
         ASSERT(pid >= 0);
         if (pid == 0) {
@@ -141,7 +151,7 @@ static void test_owner_died(void) {
         mseg__unlock(&sh->l[1]);
         ASSERT_ERR(mseg__lock(&sh->l[1]), -ENOTRECOVERABLE);
         ASSERT_ERR(mseg__trylock(&sh->l[1]), -ENOTRECOVERABLE);
-        pid = fork();
+        pid = fork_child();
         if (pid == 0)
                 _exit(mseg__lock(&sh->l[1]) == -ENOTRECOVERABLE ? 0 : 1);
         reap(pid, 0);
@@ -153,7 +163,7 @@ static void test_owner_died(void) {
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
         atomic_store(&sh->step, 0);
-        pid = fork();
+        pid = fork_child();
         if (pid == 0) {
                 if (mseg__lock(&sh->l[2]) != 1)
                         _exit(1);
@@ -166,7 +176,14 @@ static void test_owner_died(void) {
         reap(pid, SIGKILL);
         ASSERT_EQ(mseg__lock(&sh->l[2]), 1);
         ASSERT_EQ(atomic_load(&sh->l[2].repairs), 2);
+        /* a repair that cannot finish now is left for the next taker */
+        mseg__unlock_unrepaired(&sh->l[2]);
+        ASSERT_EQ(atomic_load(&sh->l[2].word), 0);
+        ASSERT_EQ(mseg__lock(&sh->l[2]), 1);
+        ASSERT_EQ(atomic_load(&sh->l[2].repairs), 3);
         ASSERT_OK(mseg__lock_consistent(&sh->l[2]));
+        mseg__unlock(&sh->l[2]);
+        ASSERT_EQ(mseg__lock(&sh->l[2]), 0);
         mseg__unlock(&sh->l[2]);
         printf("lock: owner death gives 1, consistent restores it, an abandoned repair is unrecoverable\n");
 }
@@ -180,7 +197,7 @@ static void test_waiter_wakes(void) {
 
         reset();
         holder = hold_and_die(0);
-        waiter = fork();
+        waiter = fork_child();
         ASSERT(waiter >= 0);
         if (waiter == 0) {
                 uint64_t w0 = now_ms();
@@ -223,7 +240,7 @@ static void test_wake_passed_on(void) {
         ASSERT_OK(pipe(pfd));
         ASSERT_EQ(mseg__lock(&sh->l[0]), 0);
         for (int i = 0; i < 2; i++) {
-                w[i] = fork();
+                w[i] = fork_child();
                 ASSERT(w[i] >= 0);
                 if (w[i] == 0) {
                         char fd[16];
@@ -318,7 +335,7 @@ static void test_shared_list(void) {
 
         /* interleaved, released out of order, then killed holding a mix */
         reset();
-        pid = fork();
+        pid = fork_child();
         ASSERT(pid >= 0);
         if (pid == 0) {
 #define LIST(n) do { if (mseg__lock_list_len() != (n)) _exit(100 + __LINE__ % 100); } while (0)
@@ -428,14 +445,14 @@ static void test_pid_namespace(void) {
         int st;
 
         reset();
-        pid = fork();
+        pid = fork_child();
         ASSERT(pid >= 0);
         if (pid == 0) {
                 pid_t inner;
 
                 if (unshare(CLONE_NEWPID) < 0)
                         _exit(77);
-                inner = fork();
+                inner = fork_child();
                 if (inner < 0)
                         _exit(1);
                 if (inner == 0) {       /* PID 1 of the new namespace */
@@ -479,7 +496,7 @@ static void test_fork(void) {
         reset();
         ASSERT_EQ(mseg__lock(&sh->l[0]), 0);
         mseg__unlock(&sh->l[0]);
-        pid = fork();
+        pid = fork_child();
         ASSERT(pid >= 0);
         if (pid == 0) {
                 if (mseg__lock(&sh->l[0]) != 0)

@@ -26,9 +26,11 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 
 #include "test-registry-common.h"
 #include "registry.h"
+#include "alloc_layout.h"
 
 #define SEG_SIZE ((uint64_t) 8 << 20)
 
@@ -83,6 +85,8 @@ static int child_main(const char *what, const char *path, struct shared *sh) {
 }
 
 /* ---- the parent ---- */
+
+static void repair_waits_for_live_holder(mseg *seg, const char *path);
 
 /* Kill a child at @point; 0 when it got there, -1 when it finished first
  * (the point is not on that path in this build). */
@@ -271,6 +275,7 @@ int main(int argc, char **argv) {
         int *p;
 
         setvbuf(stdout, NULL, _IOLBF, 0);     /* forked children must not repeat it */
+        setenv("MSEG_LOCK_TIMEOUT_MS", "1500", 1);      /* a live holder is given up on sooner */
         if (argc == 4 && !strcmp(argv[1], "child")) {
                 /* The shared counters live in a file next to the segment. */
                 char shpath[160];
@@ -367,6 +372,7 @@ int main(int argc, char **argv) {
         ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
 
         leak_per_kill(seg, path);
+        repair_waits_for_live_holder(seg, path);
 
         /* And the registry works as before. */
         ASSERT_NOT_NULL(mseg_construct(seg, "after", &int_type, 1, NULL, NULL));
@@ -383,5 +389,48 @@ int main(int argc, char **argv) {
         }
         printf("test-registry-crash: ok (%u repairs)\n", rep);
         return 0;
+}
+
+/* A writer died with an allocation recorded in its intent, and a live
+ * process holds an allocator lock that the repair must settle first: the
+ * next registry call fails with a timeout and leaves the repair for later,
+ * rather than poisoning the segment; once the holder is gone it succeeds. */
+static void repair_waits_for_live_holder(mseg *seg, const char *path) {
+        uint32_t before = repairs(seg);
+        int fds[2];
+        pid_t holder;
+        char c;
+
+        kill_at(path, "registry.construct.allocated", "construct");
+        ASSERT_EQ(pipe(fds), 0);
+        holder = fork();
+        ASSERT(holder >= 0);
+        if (holder == 0) {
+                mseg *h;
+
+                prctl(PR_SET_PDEATHSIG, SIGKILL);       /* never outlive a failed test */
+                h = open_file_seg(path, MSEG_OPEN_ONLY, 0, 0);
+
+                if (mseg__lock(&h->alloc->root->pools[0].lock) < 0)
+                        _exit(1);
+                (void) !write(fds[1], "h", 1);
+                pause();
+                _exit(0);
+        }
+        ASSERT_EQ(read(fds[0], &c, 1), 1);
+        ASSERT_NULL_ERRNO(mseg_construct(seg, "blocked", &int_type, 1, NULL, NULL), ETIMEDOUT);
+        ASSERT_EQ(atomic_load(&seg->hdr->state) & MSEG_STATE_POISONED, 0);
+        ASSERT_EQ(atomic_load(&reg_root_of(seg)->lock.word), 0);        /* released, repair pending */
+        kill(holder, SIGKILL);
+        ASSERT_EQ(waitpid(holder, NULL, 0), holder);
+        ASSERT_NOT_NULL(mseg_construct(seg, "unblocked", &int_type, 1, NULL, NULL));
+        ASSERT_EQ(repairs(seg), before + 2);    /* tried, left, done */
+        ASSERT_NULL_ERRNO(mseg_find(seg, "victim", &int_type, NULL), ENOENT);
+        ASSERT_OK(mseg_destroy(seg, "unblocked", &int_type));
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+        close(fds[0]);
+        close(fds[1]);
+        printf("test-registry-crash: a repair blocked by a live lock holder is left for later, not poisoned\n");
 }
 #endif
