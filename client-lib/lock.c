@@ -212,7 +212,9 @@ static void link_held(mseg_lock *l) {
                  * application mutex or one of ours; all trusted addresses. */
                 *(uintptr_t *) (LINK_PTR(first) - sizeof(uintptr_t)) = e;
                 atomic_store_explicit(&l->next, first, memory_order_relaxed);
-                atomic_store_explicit(&l->prev, (uintptr_t) self.head, memory_order_relaxed);
+                /* glibc would store its head here; nobody reads it, and
+                 * it would tell every mapper where our TLS is. */
+                atomic_store_explicit(&l->prev, 0, memory_order_relaxed);
                 __atomic_signal_fence(__ATOMIC_SEQ_CST);
                 __atomic_store_n(&self.head->next, e, __ATOMIC_RELAXED);
         }
