@@ -48,6 +48,11 @@ int mseg_heap_grow(mseg *seg, uint64_t extra) {
                 return mseg__error(-EINVAL, "mseg_heap_grow: not a heap segment");
         if (extra == 0)
                 return 0;
+        /* Inside mseg_atomic() or an init callback this thread holds a lock
+         * in the segment, which a move would leave behind in its robust
+         * list (at an address that then means something else). */
+        if (mseg__registry_held_by_me(seg) || mseg__lock_held_in(seg->base, seg->map_size))
+                return mseg__error(-EBUSY, "mseg_heap_grow inside a callback that holds the segment's lock");
         old_size = seg->map_size;
         if (extra > MSEG_MAX_SIZE - old_size)
                 return mseg__error(-EINVAL, "heap would exceed %llu bytes", (unsigned long long) MSEG_MAX_SIZE);

@@ -167,6 +167,9 @@ void mseg__lock_nowait(bool on);
 /* Only in memory nobody else maps (a copy restored from a file): make the
  * lock free and "owner died", so its next taker repairs what it guards. */
 void mseg__lock_reset_dead(mseg_lock *l);
+/* Does the calling thread hold a lock in [base, base + size)? Such memory
+ * must not be unmapped or moved: the kernel finds held locks by address. */
+bool mseg__lock_held_in(const void *base, uint64_t size);
 /* For tests: entries in the calling thread's robust list as the kernel
  * would walk it, or -1 if it cannot be walked. */
 int mseg__lock_list_len(void);

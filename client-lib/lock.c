@@ -299,6 +299,16 @@ forget:
         *h = self.held[--self.nheld];
 }
 
+bool mseg__lock_held_in(const void *base, uint64_t size) {
+        uintptr_t b = (uintptr_t) base;
+
+        know_self();
+        for (unsigned i = 0; i < self.nheld; i++)
+                if ((uintptr_t) self.held[i].l - b < size)
+                        return true;
+        return false;
+}
+
 int mseg__lock_list_len(void) {
         uintptr_t e;
         int n = 0;

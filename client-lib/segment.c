@@ -221,7 +221,7 @@ mseg *mseg_close(mseg *seg) {
          * and free memory the caller's caller still uses. Closing from inside
          * an init or destroy callback or mseg_atomic() is therefore refused:
          * the handle stays open, a leak rather than a wedged segment. */
-        if (mseg__registry_held_by_me(seg)) {
+        if (mseg__registry_held_by_me(seg) || mseg__lock_held_in(seg->base, seg->map_size)) {
                 mseg__error(-EBUSY, "mseg_close inside a callback that holds the segment's lock: handle left open");
                 return NULL;
         }

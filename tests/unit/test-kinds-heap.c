@@ -7,6 +7,33 @@
 #include <string.h>
 
 #include "test.h"
+#include "internal.h"
+
+/* Inside mseg_atomic() this thread holds the segment's registry lock; a
+ * growth that moved the mapping would leave that lock behind in the
+ * thread's robust list, so it is refused. */
+static int grow_inside(mseg *seg, void *arg) {
+        *(int *) arg = mseg_heap_grow(seg, 1 << 20);
+        return 0;
+}
+
+static void test_grow_in_callback(void) {
+        static const mseg_type u = { "u64", 8, 8, NULL };
+        mseg *h;
+        int r = 0;
+
+        ASSERT_OK(mseg_heap_create(&h, 1 << 20));
+        ASSERT_NOT_NULL(mseg_construct(h, "x", &u, 1, NULL, NULL));
+        ASSERT_OK(mseg_atomic(h, grow_inside, &r));
+        ASSERT_EQ(r, -EBUSY);
+        ASSERT_EQ(mseg_size(h), 1 << 20);
+        ASSERT_EQ(mseg__lock_list_len(), 0);
+        ASSERT_OK(mseg_heap_grow(h, 1 << 20));          /* outside: fine */
+        ASSERT_NOT_NULL(mseg_find(h, "x", &u, NULL));
+        ASSERT_OK(mseg_check(h));
+        ASSERT_EQ(mseg__lock_list_len(), 0);
+        mseg_close(h);
+}
 
 int main(void) {
         mseg *h = NULL;
@@ -57,5 +84,6 @@ int main(void) {
         mseg_close(b);
         free(copy);
         mseg_close(h);
+        test_grow_in_callback();
         return 0;
 }
