@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "msegd-harness.h"      /* msegd for the brokered tests */
 #include "internal.h"
 #include "registry.h"
 
@@ -1218,110 +1219,6 @@ static inline unsigned ch_rounds(unsigned dflt) {
         long v = s ? strtol(s, NULL, 10) : 0;
 
         return v > 0 ? (unsigned) v : dflt;
-}
-
-/* ---------------------------------------------------------------- msegd */
-
-struct ch_msegd {
-        pid_t pid;
-        char dir[64], sock[96], state[96], log[96];
-};
-
-static inline bool ch_can_connect(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), r;
-
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        r = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
-        close(fd);
-        return r == 0;
-}
-
-static inline void ch_print_log(const struct ch_msegd *d) {
-        char buf[4096];
-        ssize_t n;
-        int fd = open(d->log, O_RDONLY | O_CLOEXEC);
-
-        if (fd < 0)
-                return;
-        fprintf(stderr, "---- msegd log ----\n");
-        while ((n = read(fd, buf, sizeof(buf))) > 0)
-                fwrite(buf, 1, (size_t) n, stderr);
-        close(fd);
-}
-
-/* Start msegd on a socket in a fresh directory (or the same one again when
- * d->dir is set). Extra arguments: NULL-terminated @extra, may be NULL. */
-static inline void ch_msegd_start(struct ch_msegd *d, const char *const *extra) {
-        const char *msegd = getenv("MSEGD");
-        uint64_t t0;
-
-        if (!msegd || !*msegd) {
-                printf("MSEGD is not set: run through meson test\n");
-                exit(TEST_SKIP);
-        }
-        if (!d->dir[0]) {
-                snprintf(d->dir, sizeof(d->dir), "/tmp/mseg-crash-XXXXXX");
-                ASSERT_NOT_NULL(mkdtemp(d->dir));
-                snprintf(d->sock, sizeof(d->sock), "%s/socket", d->dir);
-                snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
-                snprintf(d->log, sizeof(d->log), "%s/msegd.log", d->dir);
-        }
-        unlink(d->sock);
-        d->pid = fork();
-        ASSERT(d->pid >= 0);
-        if (d->pid == 0) {
-                const char *argv[24] = { msegd, "--foreground", "--socket", d->sock, "--state-dir", d->state,
-                                         "--log-level", "info" };
-                int a = 8, fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                for (int i = 0; extra && extra[i] && a < 22; i++)
-                        argv[a++] = extra[i];
-                argv[a] = NULL;
-                if (fd >= 0) {
-                        dup2(fd, 1);
-                        dup2(fd, 2);
-                }
-                unsetenv("MSEG_TEST_HOOK");
-                ch_die_with_parent();
-                execv(msegd, (char *const *) argv);
-                _exit(127);
-        }
-        t0 = ch_now_ms();
-        while (!ch_can_connect(d->sock)) {
-                int st;
-                if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-                        ch_print_log(d);
-                        FAIL("msegd exited at start (status 0x%x)", st);
-                }
-                if (ch_now_ms() - t0 > 20000)
-                        FAIL("msegd did not listen within 20 s");
-                ch_sleep_us(5000);
-        }
-}
-
-/* SIGTERM (clean exit required) or SIGKILL. */
-static inline void ch_msegd_stop(struct ch_msegd *d, int sig) {
-        int st;
-
-        if (d->pid <= 0)
-                return;
-        kill(d->pid, sig);
-        ASSERT_EQ(waitpid(d->pid, &st, 0), d->pid);
-        d->pid = 0;
-        if (sig == SIGTERM && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
-                ch_print_log(d);
-                FAIL("msegd did not shut down cleanly: status 0x%x", st);
-        }
-}
-
-static inline void ch_msegd_cleanup(struct ch_msegd *d) {
-        char cmd[160];
-
-        if (!d->dir[0] || strncmp(d->dir, "/tmp/mseg-crash-", 16) != 0)
-                return;
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
-        if (system(cmd) != 0)
-                fprintf(stderr, "could not remove %s\n", d->dir);
 }
 
 /* ------------------------------------------------- alloc_into, killed */

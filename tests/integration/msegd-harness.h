@@ -7,7 +7,12 @@
  * fresh directory under /tmp, with its stderr in a log file that is printed
  * when something fails. Stopping sends SIGTERM and requires exit status 0:
  * msegd exits 0 only after a clean shutdown with uv_loop_close() == 0, and
- * under AddressSanitizer a leak makes it fail. An alarm bounds every test.
+ * under AddressSanitizer a leak makes it fail. msegd_kill() is the crash
+ * instead (SIGKILL, no status required); msegd_start() again on the same
+ * struct restarts on the same socket and state directory. An alarm bounds
+ * every test; msegd dies with the test process however that ends, and never
+ * inherits a test hook armed (MSEG_TEST_HOOK) for the test's own workers.
+ * The crash tests (crash-harness.h) use this too.
  */
 #ifndef MSEGD_HARNESS_H
 #define MSEGD_HARNESS_H
@@ -18,6 +23,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -95,8 +101,10 @@ static inline void h_kill_msegd(void) {
 }
 
 /* Start msegd in @d (a fresh directory unless @d->dir is already set, which
- * restarts on the same socket and state directory). Extra arguments end
- * with NULL. */
+ * restarts on the same socket and state directory: msegd replaces the
+ * socket file a killed msegd left) and wait until it accepts connections.
+ * Extra arguments end with NULL; they come last, so they override the
+ * defaults here. */
 static inline void msegd_start(struct msegd *d, ...) {
         const char *argv[64];
         int argc = 0;
@@ -135,6 +143,8 @@ static inline void msegd_start(struct msegd *d, ...) {
                         dup2(fd, STDERR_FILENO);
                         dup2(fd, STDOUT_FILENO);
                 }
+                unsetenv("MSEG_TEST_HOOK");
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 execv(argv[0], (char *const *) argv);
                 fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
                 _exit(127);
@@ -147,13 +157,14 @@ static inline void msegd_start(struct msegd *d, ...) {
         while (!h_can_connect(d->sock)) {
                 int st;
                 if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+                        d->pid = 0;
                         h_running_msegd = -1;
                         h_print_log(d);
                         FAIL("msegd exited at start (status 0x%x)", st);
                 }
-                if (h_now_ms() - t0 > 10000) {
+                if (h_now_ms() - t0 > 20000) {
                         h_print_log(d);
-                        FAIL("msegd did not listen within 10 s");
+                        FAIL("msegd did not listen within 20 s");
                 }
                 h_sleep_ms(5);
         }
@@ -189,6 +200,18 @@ static inline void msegd_stop(struct msegd *d) {
                 h_print_log(d);
                 FAIL("msegd did not shut down cleanly: status 0x%x", st);
         }
+}
+
+/* SIGKILL: msegd crashes, whatever it was doing; no status is required.
+ * Also what a test's exit handler calls to leave nothing running. */
+static inline void msegd_kill(struct msegd *d) {
+        if (d->pid <= 0)
+                return;
+        kill(d->pid, SIGKILL);
+        while (waitpid(d->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        d->pid = 0;
+        h_running_msegd = -1;
 }
 
 /* Remove the test directory (msegd stopped). */

@@ -51,7 +51,7 @@ static pid_t *live_pids;        /* killed at exit, so a failure leaves none behi
 static int nlive_pids;
 static pid_t parent_pid;
 
-static struct ch_msegd pd;     /* msegd of the persistent part */
+static struct msegd pd;        /* msegd of the persistent part */
 
 static void kill_clients(void) {
         if (getpid() != parent_pid)
@@ -59,11 +59,7 @@ static void kill_clients(void) {
         for (int i = 0; i < nlive_pids; i++)
                 if (live_pids[i] > 0)
                         kill(live_pids[i], SIGKILL);
-        if (pd.pid > 0) {
-                kill(pd.pid, SIGKILL);
-                waitpid(pd.pid, NULL, 0);
-                pd.pid = 0;
-        }
+        msegd_kill(&pd);
 }
 
 #define DFAIL(...) do { \
@@ -434,15 +430,14 @@ static void test_fdstore(void) {
 /* ---- 2. persistent segment, state file ---- */
 
 static void test_persistent(void) {
-        struct ch_msegd *d = &pd;
-        static const char *const args[] = { "--sync-interval", "1", NULL };
+        struct msegd *d = &pd;
         struct mseg_options o = { .size = 16 << 20, .max_size = 16 << 20, .flags = MSEG_PERSISTENT };
         static pid_t pids[NCLIENTS_PERSIST];
         struct mseg_stats st;
         mseg *seg, *copy;
         int r;
 
-        ch_msegd_start(d, args);
+        msegd_start(d, "--sync-interval", "1", "--log-level", "info", NULL);
         o.socket_path = d->sock;
         ASSERT_OK(mseg_open(&seg, "crashd-persist", MSEG_CREATE_ONLY, &o));
         ASSERT_NOT_NULL(mseg_construct(seg, "ctr", &u64_type, NCLIENTS_MEM, NULL, NULL));
@@ -461,10 +456,10 @@ static void test_persistent(void) {
         atomic_store(&sh->phase, 1);
         /* Several copies are taken while the clients work. */
         check_progress(pids, NCLIENTS_PERSIST, 2500, "with msegd running");
-        ch_msegd_stop(d, SIGKILL);
+        msegd_kill(d);
         atomic_store(&sh->phase, 2);
         check_progress(pids, NCLIENTS_PERSIST, 300, "after msegd was killed");
-        ch_msegd_start(d, args);
+        msegd_start(d, "--sync-interval", "1", "--log-level", "info", NULL);
         atomic_store(&sh->phase, 3);
         wait_count(&sh->reopened, NCLIENTS_PERSIST, "worked in the restored copy");
         /* The copy is sound (once repaired). */
@@ -489,8 +484,8 @@ static void test_persistent(void) {
         mseg_close(copy);
         mseg_close(seg);
         ASSERT_OK(mseg_remove("crashd-persist", &o));
-        ch_msegd_stop(d, SIGTERM);
-        ch_msegd_cleanup(d);
+        msegd_stop(d);
+        msegd_cleanup(d);
 }
 
 int main(void) {

@@ -21,7 +21,7 @@
  */
 #include "crash-harness.h"
 
-static struct ch_msegd daemon_;
+static struct msegd daemon_;
 static mseg *parent_seg;
 
 /* msegd reclaims a dead client's slot when its connection closes. */
@@ -35,7 +35,7 @@ static void reclaim_by_msegd(void *arg) {
                 if (st.slots_dead == 0)
                         return;
                 if (ch_now_ms() - t0 > 20000) {
-                        ch_print_log(&daemon_);
+                        h_print_log(&daemon_);
                         FAIL("msegd did not reclaim a dead client's slot within 20 s");
                 }
                 ch_sleep_us(5000);
@@ -50,12 +50,8 @@ static unsigned parse_rounds(int argc, char **argv) {
 }
 
 static void on_exit_cleanup(void) {
-        if (daemon_.pid > 0) {
-                kill(daemon_.pid, SIGKILL);
-                waitpid(daemon_.pid, NULL, 0);
-                daemon_.pid = 0;
-        }
-        ch_msegd_cleanup(&daemon_);
+        msegd_kill(&daemon_);
+        msegd_cleanup(&daemon_);
 }
 
 int main(int argc, char **argv) {
@@ -93,7 +89,7 @@ int main(int argc, char **argv) {
         ASSERT(n > 0);
         self[n] = 0;
         setenv("MSEG_LOCK_TIMEOUT_MS", "5000", 1);
-        ch_msegd_start(&daemon_, NULL);
+        msegd_start(&daemon_, "--log-level", "info", NULL);
         atexit(on_exit_cleanup);
         snprintf(t.where, sizeof(t.where), "crash-torture-%d", (int) me);
         snprintf(t.sock, sizeof(t.sock), "%s", daemon_.sock);
@@ -112,7 +108,7 @@ int main(int argc, char **argv) {
         ch_torture(&R, rounds, "brokered");
         ch_summary(&R, "crash-torture");
         if (atomic_load(&R.sh->failures)) {
-                ch_print_log(&daemon_);
+                h_print_log(&daemon_);
                 FAIL("%d failure(s); first: %s", atomic_load(&R.sh->failures), R.sh->first_failure);
         }
         /* msegd is still well and serving. */
@@ -120,6 +116,6 @@ int main(int argc, char **argv) {
         ASSERT_EQ(st.slots_dead, 0);
         ch_run_done(&R);
         ASSERT_OK(mseg_remove(t.where, &(struct mseg_options){ .socket_path = t.sock }));
-        ch_msegd_stop(&daemon_, SIGTERM);
+        msegd_stop(&daemon_);
         return 0;
 }

@@ -46,7 +46,7 @@ struct sshared {
 };
 
 static struct sshared *sh;
-static struct ch_msegd daemon_;
+static struct msegd daemon_;
 static struct mseg_options opts;
 
 #define SFAIL(...) do { \
@@ -633,12 +633,8 @@ static void test_rewritten_while_held(void) {
 static void cleanup(void) {
         if (getpid() != parent_pid)
                 return;
-        if (daemon_.pid > 0) {
-                kill(daemon_.pid, SIGKILL);
-                waitpid(daemon_.pid, NULL, 0);
-                daemon_.pid = 0;
-        }
-        ch_msegd_cleanup(&daemon_);
+        msegd_kill(&daemon_);
+        msegd_cleanup(&daemon_);
 }
 
 int main(void) {
@@ -649,7 +645,7 @@ int main(void) {
         sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         ASSERT(sh != MAP_FAILED);
         alarm(400);
-        ch_msegd_start(&daemon_, NULL);         /* with the default lock timeout */
+        msegd_start(&daemon_, "--log-level", "info", NULL);  /* with the default lock timeout */
         /* A lock that looks held makes callers wait this long, then fail. */
         setenv("MSEG_LOCK_TIMEOUT_MS", "200", 1);
         parent_pid = me;
@@ -669,6 +665,6 @@ int main(void) {
         ASSERT_OK(mseg_check(b));
         mseg_close(b);
         ASSERT_OK(mseg_remove("bystander", &opts));
-        ch_msegd_stop(&daemon_, SIGTERM);
+        msegd_stop(&daemon_);
         return 0;
 }
