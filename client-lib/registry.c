@@ -13,13 +13,18 @@
  * root's robust lock, so two racing creators get exactly one object, and
  * readers (who never lock) see it whole or not at all. Destroying is: lock,
  * mark the entry dead and tombstone its slot, run the destructors, free.
- * Anonymous objects have an entry but no slot, and need no lock.
+ * Anonymous objects have an entry but no slot; they take the same lock and
+ * intent record all the same (init and the destructors run under it, as
+ * for names), so that a kill inside one leaks nothing either: an anonymous
+ * construction killed before it returned is freed (nobody got its pointer),
+ * a destroy_ptr killed after it marked the object dead is finished.
  *
  * Crash repair. Before a step that a SIGKILL could leave half-done, a writer
  * fills an intent record in the root (one per nesting depth, since init and
  * destroy callbacks may construct too, plus one for index rebuilds). The
  * next locker that gets EOWNERDEAD (mseg__lock() returns 1) replays them:
- * a construction not yet published is freed, a destruction is completed,
+ * a construction not yet published (or, anonymous, not yet returned) is
+ * freed, a destruction is completed,
  * a rebuild is finished or undone; then the counters are recounted from the
  * table. Blocks are allocated into and freed from the records with the
  * allocator's crash-atomic steps (mseg__alloc_into_off, mseg__free_from):
@@ -392,10 +397,13 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                 return mseg__error_null(-ENOMEM, "object of %llu bytes does not fit the segment",
                                         (unsigned long long) bytes);
 
+        /* Every kind takes the lock and an intent record: an anonymous
+         * object has no slot to publish, but its block must not outlive a
+         * construction killed before it returned. */
+        depth = reg_lock(seg, root);
+        if (depth < 0)
+                return fail_null(depth);
         if (kind != MSEG_KIND_ANONYMOUS) {
-                depth = reg_lock(seg, root);
-                if (depth < 0)
-                        return fail_null(depth);
                 r = mseg__reg_find_locked(seg, &k, &hit, &ins);
                 if (r != 0) {
                         reg_unlock(root);
@@ -406,28 +414,25 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
                         return mseg__error_null(-EEXIST, "an object named \"%.*s\" exists", (int) len, name);
                 }
                 epoch = atomic_load_explicit(&root->epoch, memory_order_relaxed);
-                it = &root->op[depth - 1];
-                atomic_store_explicit(&it->entry_off, 0, memory_order_relaxed);
-                atomic_store_explicit(&it->table_off, 0, memory_order_relaxed);
-                atomic_store_explicit(&it->op, REG_OP_CONSTRUCT, memory_order_release);
         }
+        it = &root->op[depth - 1];
+        atomic_store_explicit(&it->entry_off, 0, memory_order_relaxed);
+        atomic_store_explicit(&it->table_off, 0, memory_order_relaxed);     /* 0: not published */
+        atomic_store_explicit(&it->op, REG_OP_CONSTRUCT, memory_order_release);
 
-        /* Under the lock, the block is allocated into the intent record
-         * (crash-atomic: a kill leaves it recorded or not allocated). */
-        if (it) {
-                r = mseg__alloc_into_off(seg, total, align, &it->entry_off);
-                off = r < 0 ? 0 : atomic_load_explicit(&it->entry_off, memory_order_relaxed);
-        } else {
-                off = mseg__alloc_off(seg, total, align);
-                r = off ? 0 : -(errno ? errno : ENOMEM);
-        }
+        /* The block is allocated into the intent record (crash-atomic: a
+         * kill leaves it recorded or not allocated). */
+        r = mseg__alloc_into_off(seg, total, align, &it->entry_off);
+        off = r < 0 ? 0 : atomic_load_explicit(&it->entry_off, memory_order_relaxed);
         if (!off) {
                 /* Other errors (a lock, damage) keep the allocator's detail. */
                 if (r == -ENOMEM)
                         mseg__error(r, "no memory for an object of %llu bytes", (unsigned long long) total);
                 goto fail;
         }
-        if (it)
+        if (kind == MSEG_KIND_ANONYMOUS)
+                MSEG_TEST_HOOK("registry.anon.allocated");
+        else
                 MSEG_TEST_HOOK("registry.construct.allocated");
 
         /* The entry: written in full before anyone can reach it. */
@@ -446,7 +451,7 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         memcpy(e->names + len + 1, type->name, tlen + 1);
         memcpy(seg->base + off + delta - 8, &delta, 8);
         obj = seg->base + off + delta;
-        if (it)
+        if (kind != MSEG_KIND_ANONYMOUS)
                 MSEG_TEST_HOOK("registry.construct.init");
 
         if (!init) {
@@ -469,6 +474,12 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         if (kind == MSEG_KIND_ANONYMOUS) {
                 uint64_t gen = atomic_fetch_add_explicit(&root->next_gen, 1, memory_order_relaxed) + 1;
                 atomic_store_explicit(&e->gen, gen, memory_order_release);
+                MSEG_TEST_HOOK("registry.anon.constructed");
+                /* The hand-over: from this store on the block is the
+                 * caller's, as a block mseg_alloc() returned is; before
+                 * it, a repair frees it (no one has its address). */
+                atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
+                reg_unlock(root);
                 return obj;
         }
 
@@ -535,17 +546,10 @@ static void *reg_construct(struct mseg *seg, uint8_t kind, const char *name, siz
         }
 
 fail_free:
-        if (it) {
-                free_entry(seg, it);
-        } else {
-                atomic_store_explicit(&e->gen, 0, memory_order_relaxed);
-                mseg__free_off(seg, off);
-        }
+        free_entry(seg, it);
 fail:
-        if (it) {
-                atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
-                reg_unlock(root);
-        }
+        atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
+        reg_unlock(root);
         errno = mseg__errno_of(r);
         return NULL;
 }
@@ -708,12 +712,52 @@ int mseg_destroy(mseg *seg, const char *name, const mseg_type *type) {
         return reg_destroy(seg, &k, 0, NULL);
 }
 
+/* Destroy the anonymous object whose entry @off was seen as @pv. No index,
+ * but the lock and an intent record as for a name: the record names the
+ * entry before it is marked dead, so a kill anywhere after that is
+ * finished by the repair (the destructors were the dead process's to run),
+ * and one before it leaves the object alive and whole. */
+static int destroy_anonymous(struct mseg *seg, uint64_t off, const struct reg_view *pv) {
+        reg_root *root = reg_root_of(seg);
+        struct reg_view v;
+        reg_intent *it;
+        dtor_fn fn;
+        int depth;
+
+        fn = dtor_lookup(pv);
+        depth = reg_lock(seg, root);
+        if (depth < 0)
+                return depth;
+        /* Under the lock, the same object still (generations are unique
+         * per construction): a racing destroyer may have won, and its
+         * block may hold something else by now. */
+        if (mseg__reg_entry_check(seg, off, &v) < 0 || v.kind != MSEG_KIND_ANONYMOUS || v.gen != pv->gen ||
+            v.obj_off != pv->obj_off) {
+                reg_unlock(root);
+                return mseg__error(-EINVAL, "object was destroyed already");
+        }
+        it = &root->op[depth - 1];
+        atomic_store_explicit(&it->entry_off, off, memory_order_relaxed);
+        atomic_store_explicit(&it->table_off, 0, memory_order_relaxed);     /* no slot */
+        atomic_store_explicit(&it->slot, 0, memory_order_relaxed);
+        atomic_store_explicit(&it->op, REG_OP_DESTROY, memory_order_release);
+
+        atomic_store_explicit(&v.e->gen, 0, memory_order_release);
+        MSEG_TEST_HOOK("registry.destroy_ptr.unpublished");
+        run_dtors(fn, obj_of(seg, v.obj_off), (size_t) v.elem_size, v.count);
+
+        MSEG_TEST_HOOK("registry.destroy_ptr.free");
+        (void) mseg__free_from(seg, &it->entry_off);
+        atomic_store_explicit(&it->op, REG_OP_NONE, memory_order_release);
+        reg_unlock(root);
+        return 0;
+}
+
 int mseg_destroy_ptr(mseg *seg, void *p) {
         char name[MSEG_NAME_MAX + 1];
         struct reg_key k;
         struct reg_view v;
-        uint64_t off, gen;
-        dtor_fn fn;
+        uint64_t off;
         int r;
 
         r = view_of_ptr(seg, p, &v, &off);
@@ -729,15 +773,7 @@ int mseg_destroy_ptr(mseg *seg, void *p) {
                 mseg__reg_key(seg, &k, v.kind, name, v.name_len, NULL, 0);
                 return reg_destroy(seg, &k, off, &v);
         }
-        /* Anonymous: no index, no lock. Claim it with one CAS so that two
-         * racing destroyers cannot both free it. */
-        gen = v.gen;
-        if (!gen || !atomic_compare_exchange_strong(&v.e->gen, &gen, 0))
-                return mseg__error(-EINVAL, "object was destroyed already");
-        fn = dtor_lookup(&v);
-        run_dtors(fn, (uint8_t *) p, v.elem_size, v.count);
-        mseg__free_off(seg, off);
-        return 0;
+        return destroy_anonymous(seg, off, &v);
 }
 
 void *mseg_construct_unique(mseg *seg, const mseg_type *type, size_t count, mseg_init_fn init, void *arg) {

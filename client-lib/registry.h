@@ -90,8 +90,10 @@ static_assert(offsetof(reg_entry, gen) == 8, "in-segment layout is ABI");
 /* Intent records: what a writer is in the middle of (reg_repair). */
 enum reg_op {
         REG_OP_NONE = 0,
-        REG_OP_CONSTRUCT = 1,           /* entry_off allocated; maybe published at (table_off, slot) */
-        REG_OP_DESTROY = 2,             /* entry_off being removed from (table_off, slot) and freed */
+        REG_OP_CONSTRUCT = 1,           /* entry_off allocated; maybe published at (table_off, slot);
+                                         * table_off 0: not published (anonymous: not returned) */
+        REG_OP_DESTROY = 2,             /* entry_off being removed from (table_off, slot) and freed;
+                                         * table_off 0: no slot (anonymous) */
         REG_OP_REHASH = 3,              /* table word moving from old_off to new_off */
 };
 

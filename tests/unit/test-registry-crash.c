@@ -15,14 +15,17 @@
  *   rehash.built         index rebuild not yet published: old index kept, new freed
  *   rehash.published     rebuild published: old index freed
  *   nested               inside an init's own construct: both undone
+ *   anon-then-construct  an anonymous object made before the kill stays, whole
  *
  * Then the leak per kill (issue 6): a kill at each point where a registry
  * operation allocates or frees a block (the registry's own windows and the
  * allocator's critical sections it goes through), for a small entry, a
- * large one (a run of the page layer) and the index table. After the
- * dead process's slot is reclaimed (as the next attach of a file does) and
- * the registry repaired, every name is destroyed: what stays allocated is
- * what the kill leaked, and it must be 0 bytes at every point.
+ * large one (a run of the page layer) and the index table, for names and
+ * for anonymous objects (a construction killed before it returned is
+ * freed; a destroy_ptr killed midway is finished). After the dead process's
+ * slot is reclaimed (as the next attach of a file does) and the registry
+ * repaired, every name is destroyed: what stays allocated is what the kill
+ * leaked, and it must be 0 bytes at every point.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -37,7 +40,9 @@
 struct shared {
         _Atomic int made;               /* names the child finished */
         _Atomic int waiter_rc;
+        _Atomic uint64_t anon;          /* handle of the parent's anonymous object */
 };
+static struct shared *shared_page;
 
 static const mseg_type int_type = { "int", sizeof(int), _Alignof(int), NULL };
 /* An entry bigger than the largest size class: a run of the page layer. */
@@ -75,6 +80,23 @@ static int child_main(const char *what, const char *path, struct shared *sh) {
                 (void) mseg_destroy(seg, "victim", strcmp(what, "destroy") ? &big_type : &int_type);
         else if (!strcmp(what, "nested"))
                 (void) !mseg_construct(seg, "outer", &int_type, 1, nested_init, seg);
+        else if (!strcmp(what, "anon") || !strcmp(what, "anon-big"))
+                (void) !mseg_construct_anonymous(seg, strcmp(what, "anon") ? &big_type : &int_type, 1, NULL, NULL);
+        else if (!strcmp(what, "anon-fail"))
+                (void) !mseg_construct_anonymous(seg, &int_type, 1, failing_init, NULL);
+        else if (!strcmp(what, "destroy-ptr") || !strcmp(what, "destroy-ptr-big"))
+                (void) mseg_destroy_ptr(seg, mseg_ptr(seg, atomic_load(&sh->anon)));
+        else if (!strcmp(what, "anon-then-construct")) {
+                /* A finished anonymous construction, then a kill elsewhere. */
+                int *a = mseg_construct_anonymous(seg, &int_type, 1, NULL, NULL);
+
+                ASSERT_NOT_NULL(a);
+                *a = 42;
+                atomic_store(&sh->anon, mseg_handle_of(seg, a));
+                (void) !mseg_construct(seg, "victim", &int_type, 1, NULL, NULL);
+        }
+        else if (!strcmp(what, "destroy-ptr-named"))
+                (void) mseg_destroy_ptr(seg, mseg_find(seg, "victim", &int_type, NULL));
         else
                 for (int i = 0; i < 100000; i++) {      /* until a rebuild stops us */
                         snprintf(name, sizeof(name), "fill%d", i);
@@ -175,7 +197,8 @@ static void destroy_all(mseg *seg) {
 struct leak_case {
         const char *point;              /* hook point, with ":n" for the n-th time */
         const char *what;               /* the child's operation */
-        const char *setup;              /* "small"/"big": the parent makes "victim" first */
+        const char *setup;              /* "small"/"big": the parent makes "victim" first;
+                                         * "anon"/"anon-big": an anonymous object */
 };
 
 static int nothing(mseg *seg, void *arg) {
@@ -198,9 +221,17 @@ static int64_t leak_of(mseg *seg, const char *path, const struct leak_case *lc, 
         ASSERT_EQ(mseg_named_count(seg), 0);
         ASSERT_OK(mseg_stats(seg, &st));
         before = st.allocated_bytes;    /* 0, unless an earlier case leaked */
-        if (lc->setup)
+        if (lc->setup && !strncmp(lc->setup, "anon", 4)) {
+                /* The child destroys it by pointer: a destroy killed
+                 * midway is finished, so it must be gone too. */
+                void *p = mseg_construct_anonymous(seg, strcmp(lc->setup, "anon") ? &big_type : &int_type, 1,
+                                                   NULL, NULL);
+                ASSERT_NOT_NULL(p);
+                atomic_store(&shared_page->anon, mseg_handle_of(seg, p));
+        } else if (lc->setup) {
                 ASSERT_NOT_NULL(mseg_construct(seg, "victim", strcmp(lc->setup, "big") ? &int_type : &big_type,
                                                1, NULL, NULL));
+        }
         r = try_kill_at(path, lc->point, lc->what);
         if (registry_first)
                 ASSERT_OK(mseg_atomic(seg, nothing, NULL));
@@ -228,6 +259,17 @@ static void leak_per_kill(mseg *seg, const char *path) {
                 { "registry.destroy.free", "destroy-big", "big" },
                 { "registry.rehash.allocated:2", "fill", NULL },
                 { "registry.rehash.published:2", "fill", NULL },
+                /* anonymous objects: a construction killed before it
+                 * returned is freed, a destroy_ptr killed midway finished */
+                { "registry.anon.allocated", "anon", NULL },
+                { "registry.anon.allocated", "anon-big", NULL },
+                { "registry.anon.constructed", "anon", NULL },
+                { "registry.entry.free", "anon-fail", NULL },
+                { "registry.destroy_ptr.unpublished", "destroy-ptr", "anon" },
+                { "registry.destroy_ptr.free", "destroy-ptr", "anon" },
+                { "registry.destroy_ptr.free", "destroy-ptr-big", "anon-big" },
+                { "registry.destroy.unpublished", "destroy-ptr-named", "small" },
+                { "registry.destroy.free", "destroy-ptr-named", "small" },
                 /* inside the allocator's critical sections, on the registry's behalf */
                 { "alloc.into_locked:1", "construct", NULL },           /* the entry */
                 { "alloc.into_locked:2", "construct", NULL },           /* the first table */
@@ -240,6 +282,13 @@ static void leak_per_kill(mseg *seg, const char *path) {
                 { "pages.free:1", "destroy-big", "big" },
                 { "alloc.free_from:1", "fill", NULL },                  /* the old table */
                 { "alloc.free_from.cleared:1", "fill", NULL },
+                { "alloc.into_locked:1", "anon", NULL },
+                { "pages.alloc:2", "anon-big", NULL },
+                { "alloc.free_from:1", "anon-fail", NULL },
+                { "alloc.free_from.cleared:1", "anon-fail", NULL },
+                { "alloc.free_from:1", "destroy-ptr", "anon" },
+                { "alloc.free_from.cleared:1", "destroy-ptr", "anon" },
+                { "pages.free:1", "destroy-ptr-big", "anon-big" },
         };
         int64_t worst = 0;
         unsigned reached = 0;
@@ -249,7 +298,7 @@ static void leak_per_kill(mseg *seg, const char *path) {
                 int64_t leak = leak_of(seg, path, lc, i % 2);
                 if (leak < 0)
                         FAIL("the child never reached %s in %s", lc->point, lc->what);
-                printf("test-registry-crash: kill at %-28s in %-14s (%s repaired first) leaked %lld bytes\n",
+                printf("test-registry-crash: kill at %-32s in %-17s (%s repaired first) leaked %lld bytes\n",
                        lc->point, lc->what, i % 2 ? "registry" : "allocator", (long long) leak);
                 reached++;
                 if (leak > worst)
@@ -301,6 +350,7 @@ int main(int argc, char **argv) {
                 ASSERT(sh != MAP_FAILED);
                 close(fd);
         }
+        shared_page = sh;
         seg = open_file_seg(path, MSEG_CREATE_ONLY, SEG_SIZE, 0);
 
         /* Killed before init: nothing of "victim" remains. */
@@ -369,6 +419,23 @@ int main(int argc, char **argv) {
         ASSERT_OK(mseg_check(seg));
         ASSERT_NULL_ERRNO(mseg_find(seg, "outer", &int_type, NULL), ENOENT);
         ASSERT_NULL_ERRNO(mseg_find(seg, "inner", &int_type, NULL), ENOENT);
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
+
+        /* An anonymous object whose construction returned is its maker's
+         * to keep: a kill in its next operation leaves it alive and whole
+         * (the repair frees only constructions that never returned). */
+        atomic_store(&sh->anon, 0);
+        kill_at(path, "registry.construct.init", "anon-then-construct");
+        ASSERT_OK(mseg_check(seg));
+        ASSERT_NULL_ERRNO(mseg_find(seg, "victim", &int_type, NULL), ENOENT);
+        p = mseg_ptr(seg, atomic_load(&sh->anon));
+        ASSERT_NOT_NULL(p);
+        ASSERT_EQ(mseg_instance_kind(seg, p), MSEG_KIND_ANONYMOUS);
+        ASSERT_EQ(p[0], 42);
+        ASSERT_EQ(mseg_all_memory_deallocated(seg), 0);
+        ASSERT_OK(mseg_destroy_ptr(seg, p));
+        ASSERT_ERR(mseg_destroy_ptr(seg, p), -EINVAL);
+        ASSERT_OK(mseg_check(seg));
         ASSERT_EQ(mseg_all_memory_deallocated(seg), 1);
 
         leak_per_kill(seg, path);
