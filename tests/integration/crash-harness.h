@@ -26,7 +26,8 @@
  *   - the bytes allocated (mseg_stats) minus the bytes reachable (dir blocks,
  *     registry entries and table) is the leak: what the dead left behind.
  *     Blocks the test itself held when a worker died (a free in flight, an
- *     mseg_alloc_many() batch) are found from the shared records and freed
+ *     mseg_alloc_many() batch, an anonymous object between its construct
+ *     and its destroy_ptr) are found from the shared records and freed
  *     first, so what remains is the library's own leak; each round's must
  *     stay within CH_LEAK_PER_KILL per killed process.
  */
@@ -75,7 +76,7 @@ enum ch_mode { CH_FILE = 1, CH_BROKERED = 2 };
 
 enum ch_op {
         CH_OP_NONE = 0, CH_OP_ALLOC_INTO, CH_OP_FREE, CH_OP_EXPAND, CH_OP_MANY,
-        CH_OP_CONSTRUCT, CH_OP_DESTROY, CH_OP_FIND, CH_OP_GROW, CH_OP_N,
+        CH_OP_CONSTRUCT, CH_OP_DESTROY, CH_OP_FIND, CH_OP_GROW, CH_OP_ANON, CH_OP_N,
 };
 
 enum { CH_NAME_ABSENT = 0, CH_NAME_PRESENT = 1, CH_NAME_UNKNOWN = 2 };
@@ -86,7 +87,7 @@ struct ch_worker {
         _Atomic uint32_t op;            /* enum ch_op in flight */
         uint32_t slot;                  /* dir slot or name index */
         uint32_t nmany;
-        uint64_t h;                     /* block being freed */
+        uint64_t h;                     /* block being freed; CH_OP_ANON: the object made */
         uint64_t id;                    /* header id of the block being made */
         uint64_t size;
         uint64_t base;                  /* the worker's mapping address */
@@ -473,6 +474,41 @@ static inline void ch_op_destroy(struct ch_wctx *c) {
         atomic_store(&c->me->op, CH_OP_NONE);
 }
 
+/* An anonymous object, checked, then destroyed by pointer. Both calls are
+ * crash-atomic (registry intent records): a construction cut before it
+ * returned is freed by the repair, a destroy_ptr cut midway finished. In
+ * between the object is the worker's, recorded in h for the parent. */
+static inline void ch_op_anon(struct ch_wctx *c) {
+        uint64_t h = test_rand(&c->rng);
+        size_t count = 1 + (size_t) (test_rand(&c->rng) % 64);
+        uint64_t *p;
+        int r;
+
+        c->me->h = 0;
+        atomic_store(&c->me->op, CH_OP_ANON);
+        errno = 0;
+        p = mseg_construct_anonymous(c->seg, &ch_obj_type, count, ch_obj_init, &h);
+        if (!p) {
+                if (errno != ENOMEM)
+                        CH_FAIL(c->sh, "construct_anonymous: %s (%s)", strerror(errno), mseg_last_error());
+                atomic_store(&c->me->op, CH_OP_NONE);
+                return;
+        }
+        c->me->h = mseg_handle_of(c->seg, p);
+        if (mseg_instance_kind(c->seg, p) != MSEG_KIND_ANONYMOUS || mseg_instance_length(c->seg, p) != count)
+                CH_FAIL(c->sh, "anonymous object: kind %d, %zu elements, not %zu", mseg_instance_kind(c->seg, p),
+                        mseg_instance_length(c->seg, p), count);
+        for (size_t i = 0; i < count; i++)
+                if (p[i] != ch_elem(h, i)) {
+                        CH_FAIL(c->sh, "anonymous object: element %zu damaged", i);
+                        break;
+                }
+        r = mseg_destroy_ptr(c->seg, p);
+        if (r < 0)
+                CH_FAIL(c->sh, "destroy_ptr: %s (%s)", mseg_strerror(r), mseg_last_error());
+        atomic_store(&c->me->op, CH_OP_NONE);
+}
+
 /* Lock-free reads of anybody's names (no content check: its owner may be
  * destroying it meanwhile). Our own names are checked in full. */
 static inline void ch_op_find(struct ch_wctx *c) {
@@ -570,8 +606,10 @@ static inline int ch_worker_main(const struct ch_target *t, unsigned idx, uint64
                         ch_op_construct(&c);
                 else if (r100 < 87)
                         ch_op_destroy(&c);
-                else if (r100 < 99)
+                else if (r100 < 96)
                         ch_op_find(&c);
+                else if (r100 < 99)
+                        ch_op_anon(&c);
                 else
                         ch_op_grow(&c);
                 c.me->ops++;
@@ -609,6 +647,12 @@ static struct ch_point ch_points[] = {
         { "alloc.free_from", 3, CH_FILE | CH_BROKERED, 0, 0 },
         { "alloc.free_from.cleared", 3, CH_FILE | CH_BROKERED, 0, 0 },
         { "lock.woken", 2, CH_FILE | CH_BROKERED, 0, 0 },
+        /* ch_op_anon (3% of operations): a construction cut before it
+         * returned, a destroy_ptr cut midway. test-registry-crash kills at
+         * every anonymous point; here two, so that the default 40 rounds
+         * (20 armed) still arm every point at least in the brokered run. */
+        { "registry.anon.allocated", 2, CH_FILE | CH_BROKERED, 0, 0 },
+        { "registry.destroy_ptr.unpublished", 2, CH_FILE | CH_BROKERED, 0, 0 },
 };
 #define CH_NPOINTS (sizeof(ch_points) / sizeof(ch_points[0]))
 
@@ -978,6 +1022,20 @@ static inline void ch_verify(struct ch_run *R, unsigned round_kills) {
                                         cand[ncand++] = (uint64_t) ((uintptr_t) p - w->base);
                         }
                         break;
+                case CH_OP_ANON: {
+                        /* Made and not yet destroyed (a construction or a
+                         * destroy cut inside the library is the repair's,
+                         * and it is gone): the worker's, freed here. Nobody
+                         * else runs, so a live anonymous object at that
+                         * address is one a killed worker held. */
+                        void *p = w->h ? mseg_ptr(R->seg, w->h) : NULL;
+                        if (p && mseg_instance_kind(R->seg, p) == MSEG_KIND_ANONYMOUS) {
+                                size_t us = mseg_instance_length(R->seg, p) * sizeof(uint64_t);
+                                if (mseg_destroy_ptr(R->seg, p) == 0)
+                                        R->test_freed += us;
+                        }
+                        break;
+                }
                 default:
                         break;
                 }
