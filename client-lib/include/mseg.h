@@ -400,8 +400,11 @@ MSEG_API int mseg_destroy(mseg *seg, const char *name, const mseg_type *type);
  * construction family returned. A function address cannot be kept in the
  * segment (each process maps code elsewhere), so the destructor that runs is
  * the one of the type this process last used with that type name, size and
- * alignment, if any. @return 0, -EINVAL (not a live object of @p seg, or
- * destroyed already), -EROFS, -ETIMEDOUT, MSEG_E_CORRUPT. */
+ * alignment, if any. Crash-atomic: a process killed inside it leaves the
+ * object whole or destroyed, never leaked. @return 0, -EINVAL (not a live
+ * object of @p seg, or destroyed already), -EROFS, -ETIMEDOUT, -ELOOP
+ * (nested more than 8 levels inside destructors or init callbacks),
+ * MSEG_E_CORRUPT. */
 MSEG_API int mseg_destroy_ptr(mseg *seg, void *p);
 
 /** Unique instances: one per type, keyed by the type's name. */
@@ -412,7 +415,10 @@ MSEG_API MSEG_MUST_CHECK void *mseg_find_or_construct_unique(mseg *seg, const ms
 MSEG_API void *mseg_find_unique(mseg *seg, const mseg_type *type, size_t *ret_count);
 MSEG_API int mseg_destroy_unique(mseg *seg, const mseg_type *type);
 
-/** Anonymous instances: no name; destroy with mseg_destroy_ptr(). */
+/** Anonymous instances: no name; destroy with mseg_destroy_ptr(). Made
+ * under the registry lock like named ones, so a process killed before the
+ * call returns leaves nothing allocated. NULL with errno as for
+ * mseg_construct (but never EEXIST). */
 MSEG_API MSEG_MUST_CHECK void *mseg_construct_anonymous(mseg *seg, const mseg_type *type, size_t count,
                                                         mseg_init_fn init, void *arg);
 
