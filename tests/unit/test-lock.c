@@ -66,8 +66,12 @@ static void reset(void) {
         ASSERT_EQ(pthread_mutexattr_init(&a), 0);
         ASSERT_EQ(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
         ASSERT_EQ(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 2; i++)
                 ASSERT_EQ(pthread_mutex_init(&sh->app[i], &a), 0);
+        /* The third is priority-inheriting: glibc marks links to it with the
+         * low bit, which ours must carry over untouched. */
+        ASSERT_EQ(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT), 0);
+        ASSERT_EQ(pthread_mutex_init(&sh->app[2], &a), 0);
         pthread_mutexattr_destroy(&a);
 }
 
@@ -356,6 +360,18 @@ static void test_shared_list(void) {
                         mseg__unlock(&sh->l[1]);
                         LIST(1);
                         mseg__unlock(&sh->l[2]);
+                        LIST(0);
+                        if (app_lock(2) || mseg__lock(&sh->l[3]))
+                                _exit(5);
+                        LIST(2);
+                        pthread_mutex_unlock(&sh->app[2]);     /* a PI mutex, out of order, under l[3] */
+                        LIST(1);
+                        if (app_lock(2))                        /* now above l[3] */
+                                _exit(6);
+                        LIST(2);
+                        mseg__unlock(&sh->l[3]);               /* from under a PI mutex */
+                        LIST(1);
+                        pthread_mutex_unlock(&sh->app[2]);
                         LIST(0);
                 }
                 /* now die holding app[0], l[0], app[1], l[1], app[2] */
