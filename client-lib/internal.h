@@ -224,6 +224,11 @@ int mseg__alloc_set_usable(struct mseg *seg, uint64_t new_usable);
  * time from /proc no longer match; only slots claimed in our own pid
  * namespace are judged). Returns the number reclaimed or a negative code. */
 int mseg__slots_reclaim_dead(struct mseg *seg);
+/* msegd, for each client that connects: if @local_pid (as msegd sees it)
+ * lives in another PID namespace, remember which pid it has there, so that
+ * mseg__slots_reclaim_dead() can tell when its slots' owner is gone. 1 if
+ * noted, 0 if it shares our namespace, -ESRCH if it is gone already. */
+int mseg__slots_note_peer(uint32_t local_pid);
 /* slot.c: does slot @i await reclaim (RECLAIMING, or LIVE with its owner
  * gone, judged as mseg__slots_reclaim_dead() does)? For mseg_stats(). */
 bool mseg__slot_owner_gone(struct mseg *seg, uint32_t i);

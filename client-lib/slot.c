@@ -87,14 +87,13 @@ static void once_init(void) {
         pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-/* starttime (field 22) of /proc/PID/stat; 0 if the process does not exist */
-static uint64_t proc_start_time(uint32_t pid) {
-        char path[64], buf[1024], *p;
+/* starttime (field 22) of @path (/proc/PID/stat); 0 if it does not exist */
+static uint64_t stat_start_time(const char *path) {
+        char buf[1024], *p;
         unsigned long long v = 0;
         ssize_t n;
         int fd;
 
-        snprintf(path, sizeof(path), "/proc/%u/stat", pid);
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return 0;
@@ -120,13 +119,22 @@ static uint64_t proc_start_time(uint32_t pid) {
         return v;
 }
 
+static uint64_t proc_start_time(uint32_t pid) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+        return stat_start_time(path);
+}
+
 static void self_identity(void) {
         struct stat st;
 
         if (g_self.known)
                 return;
         g_self.pid = (uint32_t) getpid();
-        g_self.start = proc_start_time(g_self.pid);
+        /* /proc/self, not /proc/PID: in a PID namespace whose /proc was not
+         * mounted again, PID names another process there. */
+        g_self.start = stat_start_time("/proc/self/stat");
         g_self.pidns = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t) st.st_ino : 0;
         g_self.known = true;
 }
@@ -393,6 +401,93 @@ void mseg__slots_detach(struct mseg__alloc_local *L) {
 
 /* ---- reclaiming the slots of dead processes ---- */
 
+/* Processes of other PID namespaces that msegd has seen connect: a slot
+ * names its owner by the pid it has in its own namespace, which means
+ * nothing here, but msegd knows that process by its pid in msegd's
+ * namespace too, and can tell when it is gone. */
+#define FOREIGN_MAX 4096
+static struct foreign {
+        uint32_t ns_pid;                /* the pid it sees for itself (NSpid, last) */
+        uint32_t local_pid;             /* the pid we see */
+        uint64_t start;                 /* field 22 of /proc/PID/stat, the same in both */
+} g_foreign[FOREIGN_MAX];
+static unsigned g_nforeign;
+static pthread_mutex_t g_foreign_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The innermost pid of NSpid in /proc/PID/status; 0 when unreadable. */
+static uint32_t proc_ns_pid(uint32_t pid) {
+        char path[64], buf[2048], *p;
+        unsigned long v = 0;
+        ssize_t n;
+        int fd;
+
+        snprintf(path, sizeof(path), "/proc/%u/status", pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return 0;
+        buf[n] = 0;
+        p = strstr(buf, "\nNSpid:");
+        if (!p)
+                return 0;
+        for (p += 7; *p && *p != '\n';) {
+                char *end;
+                unsigned long x = strtoul(p, &end, 10);
+                if (end == p)
+                        break;
+                v = x;
+                p = end;
+        }
+        return (uint32_t) v;
+}
+
+int mseg__slots_note_peer(uint32_t local_pid) {
+        uint32_t ns_pid = proc_ns_pid(local_pid);
+        uint64_t start = proc_start_time(local_pid);
+        unsigned i;
+
+        if (!ns_pid || !start)
+                return -ESRCH;
+        if (ns_pid == local_pid)
+                return 0;               /* our namespace: judged directly */
+        pthread_mutex_lock(&g_foreign_mu);
+        for (i = 0; i < g_nforeign; i++)
+                if (g_foreign[i].local_pid == local_pid && g_foreign[i].start == start)
+                        break;          /* known already */
+        if (i == g_nforeign) {
+                if (g_nforeign < FOREIGN_MAX) {
+                        g_nforeign++;
+                } else {        /* full: replace one that is gone, else the first */
+                        for (i = 0; i < FOREIGN_MAX; i++)
+                                if (proc_start_time(g_foreign[i].local_pid) != g_foreign[i].start)
+                                        break;
+                        if (i == FOREIGN_MAX)
+                                i = 0;
+                }
+                g_foreign[i] = (struct foreign) { ns_pid, local_pid, start };
+        }
+        pthread_mutex_unlock(&g_foreign_mu);
+        return 1;
+}
+
+/* A slot of another namespace: dead if it is a process we were told of and
+ * that process is gone; otherwise not ours to judge. */
+static bool foreign_dead(uint32_t pid, uint64_t start) {
+        bool dead = false;
+
+        pthread_mutex_lock(&g_foreign_mu);
+        for (unsigned i = 0; i < g_nforeign; i++)
+                if (g_foreign[i].ns_pid == pid && g_foreign[i].start == start) {
+                        dead = proc_start_time(g_foreign[i].local_pid) != start;
+                        break;
+                }
+        pthread_mutex_unlock(&g_foreign_mu);
+        return dead;
+}
+
 static bool owner_dead(struct mseg__alloc_local *L, const mseg_slot *s) {
         uint32_t pid = s->pid;
         uint64_t start = s->start_time;
@@ -401,7 +496,7 @@ static bool owner_dead(struct mseg__alloc_local *L, const mseg_slot *s) {
         if (pid == 0)
                 return true;
         if (s->reserved[A_SLOT_PIDNS] != g_self.pidns)
-                return false;           /* another namespace's pid: not ours to judge */
+                return foreign_dead(pid, start);
         if (pid == g_self.pid)
                 return start != g_self.start;
         return proc_start_time(pid) != start;

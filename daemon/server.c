@@ -810,6 +810,10 @@ static void accept_one(struct server *srv, int fd) {
         c->cred = cred;
         c->ngroups = -1;
         c->accepted_ms = now_ms();
+        /* A client in another PID namespace names itself in its slots by a
+         * pid we cannot check: note which one, while it is surely alive, so
+         * its slots can be reclaimed once it is gone. */
+        (void) mseg__slots_note_peer((uint32_t) cred.pid);
         c->poll.data = c;
         if (uv_poll_init(srv->loop, &c->poll, fd) < 0) {
                 free(c);
