@@ -168,6 +168,13 @@ static int reg_lock(struct mseg *seg, reg_root *root) {
         return 1;
 }
 
+/* A writer's way in: refused on a read-only mapping, else reg_lock(). */
+static int writer_lock(struct mseg *seg, reg_root *root) {
+        if (seg->read_only)
+                return mseg__error(-EROFS, "segment is mapped read-only");
+        return reg_lock(seg, root);
+}
+
 static void reg_unlock(reg_root *root) {
         struct held *h = held_find(root);
 
@@ -567,9 +574,7 @@ static int reg_destroy(struct mseg *seg, const struct reg_key *k, uint64_t expec
         dtor_fn fn;
         int r, depth;
 
-        if (seg->read_only)
-                return mseg__error(-EROFS, "segment is mapped read-only");
-        depth = reg_lock(seg, root);
+        depth = writer_lock(seg, root);
         if (depth < 0)
                 return depth;
         r = mseg__reg_find_locked(seg, k, &hit, &ins);
@@ -876,10 +881,8 @@ int mseg_atomic(mseg *seg, int (*fn)(mseg *seg, void *arg), void *arg) {
 
         if (!seg || !fn)
                 return mseg__error(-EINVAL, "mseg_atomic: NULL argument");
-        if (seg->read_only)
-                return mseg__error(-EROFS, "segment is mapped read-only");
         root = reg_root_of(seg);
-        depth = reg_lock(seg, root);
+        depth = writer_lock(seg, root);
         if (depth < 0)
                 return depth;
         r = fn(seg, arg);
@@ -1027,10 +1030,8 @@ int mseg_reserve_named(mseg *seg, size_t n) {
 
         if (!seg)
                 return mseg__error(-EINVAL, "no segment");
-        if (seg->read_only)
-                return mseg__error(-EROFS, "segment is mapped read-only");
         root = reg_root_of(seg);
-        depth = reg_lock(seg, root);
+        depth = writer_lock(seg, root);
         if (depth < 0)
                 return depth;
         r = mseg__reg_reserve(seg, n);

@@ -75,6 +75,13 @@ static void reset(void) {
         pthread_mutexattr_destroy(&a);
 }
 
+/* The lock's owner died: take it (1), repair nothing, make it consistent. */
+static void take_from_dead(mseg_lock *l) {
+        ASSERT_EQ(mseg__lock(l), 1);
+        ASSERT_OK(mseg__lock_consistent(l));
+        mseg__unlock(l);
+}
+
 static void reap(pid_t pid, int want_sig) {
         int st;
 
@@ -224,9 +231,7 @@ static void test_waiter_wakes(void) {
                (unsigned long long) (now_ms() - t0));
         ASSERT(now_ms() - t0 < 3000);
         /* the waiter died holding it, consistent: the next taker repairs */
-        ASSERT_EQ(mseg__lock(&sh->l[0]), 1);
-        ASSERT_OK(mseg__lock_consistent(&sh->l[0]));
-        mseg__unlock(&sh->l[0]);
+        take_from_dead(&sh->l[0]);
 }
 
 /* A waiter woken by an unlock and killed before it takes the lock must not
@@ -299,9 +304,7 @@ static void test_timeout(void) {
         mseg__lock_nowait(false);
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
-        ASSERT_EQ(mseg__lock(&sh->l[0]), 1);
-        ASSERT_OK(mseg__lock_consistent(&sh->l[0]));
-        mseg__unlock(&sh->l[0]);
+        take_from_dead(&sh->l[0]);
 }
 
 /* Garbage over a lock is reported, never waited on or trusted. */
@@ -442,9 +445,7 @@ static void test_threads(void) {
         ASSERT_EQ(pthread_create(&t[0], NULL, thread_dies_holding, NULL), 0);
         ASSERT_EQ(pthread_join(t[0], &ret), 0);
         ASSERT(ret == NULL);
-        ASSERT_EQ(mseg__lock(&sh->l[0]), 1);
-        ASSERT_OK(mseg__lock_consistent(&sh->l[0]));
-        mseg__unlock(&sh->l[0]);
+        take_from_dead(&sh->l[0]);
         for (int i = 0; i < 4; i++)
                 ASSERT_EQ(pthread_create(&t[i], NULL, thread_counts, NULL), 0);
         for (int i = 0; i < 4; i++) {
@@ -499,9 +500,7 @@ static void test_pid_namespace(void) {
                 usleep(1000);
         kill(atomic_load(&sh->inner), SIGKILL);
         reap(pid, 0);
-        ASSERT_EQ(mseg__lock(&sh->l[0]), 1);
-        ASSERT_OK(mseg__lock_consistent(&sh->l[0]));
-        mseg__unlock(&sh->l[0]);
+        take_from_dead(&sh->l[0]);
         printf("lock: a holder that was PID 1 of its own namespace died and the lock came back\n");
 }
 
@@ -526,9 +525,7 @@ static void test_fork(void) {
         wait_step(1);
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
-        ASSERT_EQ(mseg__lock(&sh->l[0]), 1);
-        ASSERT_OK(mseg__lock_consistent(&sh->l[0]));
-        mseg__unlock(&sh->l[0]);
+        take_from_dead(&sh->l[0]);
 }
 
 int main(void) {
