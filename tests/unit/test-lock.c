@@ -82,6 +82,24 @@ static void take_from_dead(mseg_lock *l) {
         mseg__unlock(l);
 }
 
+/* Wait until @pid sleeps on a futex (its wchan says so), 5 s at most: a
+ * loaded machine may take a while to get a new process that far. */
+static void wait_asleep(pid_t pid) {
+        char path[64], buf[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/wchan", (int) pid);
+        for (uint64_t t0 = now_ms(); now_ms() - t0 < 5000; usleep(1000)) {
+                FILE *f = fopen(path, "r");
+                size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+                if (f)
+                        fclose(f);
+                buf[n] = 0;
+                if (!strncmp(buf, "futex", 5))
+                        return;
+        }
+}
+
 static void reap(pid_t pid, int want_sig) {
         int st;
 
@@ -219,7 +237,7 @@ static void test_waiter_wakes(void) {
                         _exit(3);
                 _exit(mseg__lock_consistent(&sh->l[0]) == 0 ? 0 : 4);
         }
-        usleep(100 * 1000);             /* the waiter sleeps in the kernel by now */
+        wait_asleep(waiter);
         ASSERT(atomic_load(&sh->l[0].word) & FUTEX_WAITERS);
         t0 = now_ms();
         kill(holder, SIGKILL);
@@ -268,7 +286,7 @@ static void test_wake_passed_on(void) {
                         mseg__unlock(&sh->l[0]);
                         _exit(0);
                 }
-                usleep(50 * 1000);      /* asleep in this order: the first gets the wake */
+                wait_asleep(w[i]);      /* asleep in this order: the first gets the wake */
         }
         mseg__unlock(&sh->l[0]);
         ASSERT_EQ(read(pfd[0], &c, 1), 1);      /* the first is woken, stopped before taking */
