@@ -455,6 +455,46 @@ static void *thread_counts(void *arg) {
         return arg;
 }
 
+static void *thread_holds(void *arg) {
+        int i = (int) (intptr_t) arg;
+
+        if (mseg__lock(&sh->l[i]) != 0 || (i < 3 && app_lock(i) != 0))
+                return (void *) 1;
+        atomic_fetch_add(&sh->step, 1);
+        for (;;)
+                pause();
+}
+
+/* A process whose four threads each hold one of our locks (three also an
+ * application robust mutex) is killed: every one of them comes back. */
+static void test_threads_killed(void) {
+        pid_t pid;
+
+        reset();
+        pid = fork_child();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                pthread_t t;
+
+                for (int i = 0; i < 4; i++)
+                        if (pthread_create(&t, NULL, thread_holds, (void *) (intptr_t) i))
+                                _exit(1);
+                for (;;)
+                        pause();
+        }
+        wait_step(4);
+        kill(pid, SIGKILL);
+        reap(pid, SIGKILL);
+        for (int i = 0; i < 4; i++)
+                take_from_dead(&sh->l[i]);
+        for (int i = 0; i < 3; i++) {
+                ASSERT_EQ(pthread_mutex_lock(&sh->app[i]), EOWNERDEAD);
+                pthread_mutex_consistent(&sh->app[i]);
+                pthread_mutex_unlock(&sh->app[i]);
+        }
+        printf("lock: a process killed while four of its threads held locks: all four came back\n");
+}
+
 static void test_threads(void) {
         pthread_t t[4];
         void *ret;
@@ -559,6 +599,7 @@ int main(void) {
         test_damage();
         test_shared_list();
         test_threads();
+        test_threads_killed();
         test_pid_namespace();
         test_fork();
         printf("lock: all cases pass\n");
