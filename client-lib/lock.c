@@ -482,13 +482,9 @@ int mseg__lock_consistent(mseg_lock *l) {
         return 0;
 }
 
-void mseg__unlock(mseg_lock *l) {
+/* Unlink and release a lock we hold, leaving its state as it is. */
+static void release(mseg_lock *l) {
         know_self();
-        /* An owner-died lock released without mseg__lock_consistent(): its
-         * data could not be repaired, so nobody may take it again. (We hold
-         * it: nobody else writes the state now.) */
-        if (atomic_load_explicit(&l->state, memory_order_relaxed) == LOCK_INCONSISTENT)
-                atomic_store_explicit(&l->state, LOCK_NOTRECOVERABLE, memory_order_relaxed);
         tsan_release(l);
         set_pending(entry_of(l));
         unlink_held(l);
@@ -496,13 +492,17 @@ void mseg__unlock(mseg_lock *l) {
         set_pending(0);
 }
 
+void mseg__unlock(mseg_lock *l) {
+        /* An owner-died lock released without mseg__lock_consistent(): its
+         * data could not be repaired, so nobody may take it again. (We hold
+         * it: nobody else writes the state now.) */
+        if (atomic_load_explicit(&l->state, memory_order_relaxed) == LOCK_INCONSISTENT)
+                atomic_store_explicit(&l->state, LOCK_NOTRECOVERABLE, memory_order_relaxed);
+        release(l);
+}
+
 void mseg__unlock_unrepaired(mseg_lock *l) {
-        know_self();
-        tsan_release(l);
-        set_pending(entry_of(l));
-        unlink_held(l);
-        release_word(l);        /* still inconsistent: the next taker gets 1 */
-        set_pending(0);
+        release(l);             /* still inconsistent: the next taker gets 1 */
 }
 
 void mseg__lock_reset_dead(mseg_lock *l) {

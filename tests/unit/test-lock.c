@@ -137,12 +137,16 @@ static void test_exclusion(void) {
         ASSERT_EQ(atomic_load(&sh->l[0].repairs), 0);
 }
 
-static pid_t hold_and_die(int idx) {
-        pid_t pid = fork_child();
+/* A child that takes l[idx] (getting @want: 0, or 1 from a dead owner) and
+ * holds it until killed. */
+static pid_t hold_until_killed(int idx, int want) {
+        pid_t pid;
 
+        atomic_store(&sh->step, 0);
+        pid = fork_child();
         ASSERT(pid >= 0);
         if (pid == 0) {
-                if (mseg__lock(&sh->l[idx]) != 0)
+                if (mseg__lock(&sh->l[idx]) != want)
                         _exit(1);
                 atomic_store(&sh->step, 1);
                 for (;;)
@@ -150,6 +154,10 @@ static pid_t hold_and_die(int idx) {
         }
         wait_step(1);
         return pid;
+}
+
+static pid_t hold_and_die(int idx) {
+        return hold_until_killed(idx, 0);
 }
 
 /* Owner killed: the next locker gets 1 (EOWNERDEAD), repairs, makes it
@@ -172,7 +180,6 @@ static void test_owner_died(void) {
         mseg__unlock(&sh->l[0]);
 
         /* unrepaired: unrecoverable, in other processes too */
-        atomic_store(&sh->step, 0);
         pid = hold_and_die(1);
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
@@ -187,20 +194,10 @@ static void test_owner_died(void) {
         ASSERT_EQ(atomic_load(&sh->l[1].word), 0);      /* refused, not left taken */
 
         /* a repairer that dies is repaired after in turn */
-        atomic_store(&sh->step, 0);
         pid = hold_and_die(2);
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
-        atomic_store(&sh->step, 0);
-        pid = fork_child();
-        if (pid == 0) {
-                if (mseg__lock(&sh->l[2]) != 1)
-                        _exit(1);
-                atomic_store(&sh->step, 1);
-                for (;;)
-                        pause();
-        }
-        wait_step(1);
+        pid = hold_until_killed(2, 1);         /* the repairer dies too */
         kill(pid, SIGKILL);
         reap(pid, SIGKILL);
         ASSERT_EQ(mseg__lock(&sh->l[2]), 1);
