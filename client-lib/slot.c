@@ -88,20 +88,27 @@ static void once_init(void) {
 }
 
 /* starttime (field 22) of @path (/proc/PID/stat); 0 if it does not exist */
+/* The start of a small /proc file, NUL-terminated; false if unreadable. */
+static bool read_proc(const char *path, char *buf, size_t cap) {
+        ssize_t n;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, cap - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        return true;
+}
+
 static uint64_t stat_start_time(const char *path) {
         char buf[1024], *p;
         unsigned long long v = 0;
-        ssize_t n;
-        int fd;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (!read_proc(path, buf, sizeof(buf)))
                 return 0;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         p = strrchr(buf, ')');          /* the command name may hold anything */
         if (!p)
                 return 0;
@@ -418,18 +425,10 @@ static pthread_mutex_t g_foreign_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t proc_ns_pid(uint32_t pid) {
         char path[64], buf[2048], *p;
         unsigned long v = 0;
-        ssize_t n;
-        int fd;
 
         snprintf(path, sizeof(path), "/proc/%u/status", pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (!read_proc(path, buf, sizeof(buf)))
                 return 0;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         p = strstr(buf, "\nNSpid:");
         if (!p)
                 return 0;
